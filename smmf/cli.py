@@ -1,0 +1,80 @@
+"""The `smmf` command: a thin layer over the packages.
+
+Every subcommand takes `--registry` (default: `$SMMF_REGISTRY`, else the
+embedded file registry).  Errors are one clear line on stderr and a non-zero
+exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from . import __version__
+from .instance import Instance
+from .registry_drivers import RegistryError, open_registry
+
+
+def _table(records: list[Instance]) -> str:
+    headers = ("ID", "MODEL", "KIND", "ENDPOINT", "BACKEND", "STATE", "WEIGHT", "INFLIGHT", "QUEUED", "LOAD AGE")
+    now = time.time()
+    rows = [
+        (
+            r.id,
+            r.model,
+            r.kind.value,
+            r.endpoint,
+            r.backend,
+            r.state.value,
+            f"{r.weight:g}",
+            str(r.load.inflight),
+            str(r.load.queued),
+            f"{max(0.0, now - r.load.updated_at):.0f}s",
+        )
+        for r in sorted(records, key=lambda r: (r.model, r.id))
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *rows]]
+    return "\n".join(lines)
+
+
+async def _ls(args: argparse.Namespace) -> int:
+    async with open_registry(args.registry) as registry:
+        listing = await registry.list(args.model)
+    if args.json:
+        print(json.dumps([r.model_dump(mode="json", by_alias=True) for r in listing.records], indent=2))
+    else:
+        print(_table(listing.records))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smmf", description="service-oriented multi-model management")
+    parser.add_argument("--version", action="version", version=f"smmf {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ls = commands.add_parser("ls", help="list registered instances")
+    ls.add_argument("--registry", help="registry URL (default: $SMMF_REGISTRY or the embedded file registry)")
+    ls.add_argument("--model", help="only this model's instances")
+    ls.add_argument("--json", action="store_true", help="print the records as JSON")
+    ls.set_defaults(run=_ls)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(args.run(args))
+    except RegistryError as exc:
+        print(f"smmf: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The client library: watched instance cache, client-side balancing, failover."""

@@ -1,0 +1,157 @@
+"""The instance record: the one schema that every part of smmf shares.
+
+A record is what a sidecar publishes about one running model server and what
+every client, dashboard and CLI reads back.  Readers meet records written by
+other versions of smmf and by hand, so reading is forgiving in one way
+(unknown fields are ignored, so a newer writer can add fields) and strict in
+another (a record that does not validate is skipped with one warning, never
+raised to the caller, so one bad key cannot take down a client).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Instance",
+    "Kind",
+    "Load",
+    "Protocol",
+    "State",
+    "new_instance_id",
+    "parse_record",
+]
+
+log = logging.getLogger(__name__)
+
+#: Version written into every record.  Readers accept any version and ignore
+#: fields they do not know, so old and new sidecars and clients can coexist.
+SCHEMA_VERSION = 1
+
+
+class Kind(StrEnum):
+    LLM = "llm"
+    EMBEDDING = "embedding"
+    RERANK = "rerank"
+
+
+class Protocol(StrEnum):
+    OPENAI = "openai"
+    TEMPLATE = "template"
+
+
+class State(StrEnum):
+    UP = "up"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+
+class Load(BaseModel):
+    """Load as last published by the sidecar; `updated_at` lets readers judge staleness."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inflight: int = Field(0, ge=0)
+    queued: int = Field(0, ge=0)
+    kv_cache_usage: float | None = Field(None, ge=0.0, le=1.0)
+    updated_at: float = Field(default_factory=time.time)
+
+
+def _non_blank(value: str, what: str) -> str:
+    if not value or value.strip() != value:
+        raise ValueError(f"{what} must be a non-empty string without surrounding spaces")
+    return value
+
+
+class Instance(BaseModel):
+    """One running instance of one model, as stored in the registry.
+
+    Secrets never live here: a record that needs a key names the environment
+    variable holding it (see `api_key_env`).
+    """
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    schema_version: int = Field(SCHEMA_VERSION, alias="schema", ge=1)
+    id: str
+    model: str
+    kind: Kind = Kind.LLM
+    endpoint: str
+    protocol: Protocol = Protocol.OPENAI
+    backend: str = "external"
+    weight: float = Field(1.0, gt=0)
+    state: State = State.UP
+    load: Load = Field(default_factory=Load)
+    labels: dict[str, str] = Field(default_factory=dict)
+    api_key_env: str | None = None
+    started_at: float = Field(default_factory=time.time)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        _non_blank(value, "id")
+        if "/" in value:
+            raise ValueError("id must not contain '/'")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str) -> str:
+        return _non_blank(value, "model")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        return _non_blank(value, "endpoint")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    @property
+    def eligible(self) -> bool:
+        """Whether new requests may be sent here (draining and offline take none)."""
+        return self.state is State.UP
+
+
+def new_instance_id(host: str, port: int | str) -> str:
+    """Unique per process start, readable by an operator: `host:port-suffix`."""
+    return f"{host}:{port}-{secrets.token_hex(3)}"
+
+
+# Keys whose current bad value was already reported, so a watcher that re-lists
+# every few seconds does not log the same broken record again and again.
+_reported: OrderedDict[tuple[str, str], None] = OrderedDict()
+_REPORTED_MAX = 4096
+
+
+def _warn_once(key: str, raw: bytes, error: str) -> None:
+    fingerprint = (key, hashlib.blake2b(raw, digest_size=8).hexdigest())
+    if fingerprint in _reported:
+        return
+    _reported[fingerprint] = None
+    if len(_reported) > _REPORTED_MAX:
+        _reported.popitem(last=False)
+    log.warning("skipping invalid instance record at %r: %s", key, error)
+
+
+def parse_record(key: str, raw: bytes | str) -> Instance | None:
+    """Validate a stored record; `None` (and one warning naming `key`) if it is invalid."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    try:
+        return Instance.model_validate_json(data)
+    except ValidationError as exc:
+        summary = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}" for err in exc.errors()[:3]
+        )
+        _warn_once(key, data, summary)
+    except ValueError as exc:
+        _warn_once(key, data, str(exc))
+    return None

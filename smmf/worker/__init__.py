@@ -1,0 +1,1 @@
+"""Model workers: an OpenAI-compatible HTTP server over pluggable backends; knows nothing of registries."""

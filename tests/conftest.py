@@ -1,0 +1,51 @@
+"""Fixtures: registries of every driver, and real etcd servers started per session or per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from etcd_server import EtcdCluster
+from smmf.registry_drivers import Registry, open_registry
+
+DRIVERS = ["memory", "file", "etcd"]
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """One real etcd member shared by the tests that only read and write keys (each under its own prefix)."""
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def etcd_clusters(tmp_path: Path) -> Iterator[list[EtcdCluster]]:
+    """Start private clusters with `EtcdCluster(...)` appended here; all are stopped at teardown."""
+    clusters: list[EtcdCluster] = []
+    yield clusters
+    for cluster in clusters:
+        cluster.stop()
+
+
+def registry_url_for(driver: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    name = uuid.uuid4().hex[:8]
+    if driver == "memory":
+        return f"memory://{name}"
+    if driver == "file":
+        return f"file://{tmp_path}/registry.db"
+    return request.getfixturevalue("etcd").url(f"/t-{name}")
+
+
+@pytest.fixture(params=DRIVERS)
+def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return registry_url_for(request.param, tmp_path, request)
+
+
+@pytest.fixture
+async def registry(registry_url: str) -> AsyncIterator[Registry]:
+    async with open_registry(registry_url) as reg:
+        yield reg
