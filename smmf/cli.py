@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .instance import Instance
-from .registry_drivers import RegistryError, open_registry
+from .registry_drivers import RegistryError, UnsupportedRegistry, open_registry
 
 
 def _table(records: list[Instance]) -> str:
@@ -38,7 +38,9 @@ def _table(records: list[Instance]) -> str:
         for r in sorted(records, key=lambda r: (r.model, r.id))
     ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *rows]]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *rows]
+    ]
     return "\n".join(lines)
 
 
@@ -69,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return asyncio.run(args.run(args))
+    except UnsupportedRegistry as exc:
+        print(f"smmf: {exc}", file=sys.stderr)
+        return 2
     except RegistryError as exc:
         print(f"smmf: {exc}", file=sys.stderr)
         return 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,10 +23,16 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
 
 
 @pytest.fixture
-def etcd_clusters(tmp_path: Path) -> Iterator[list[EtcdCluster]]:
-    """Start private clusters with `EtcdCluster(...)` appended here; all are stopped at teardown."""
+def start_etcd(tmp_path: Path) -> Iterator[Callable[..., EtcdCluster]]:
+    """Start a private etcd cluster for a test that stops or kills members; all are stopped at teardown."""
     clusters: list[EtcdCluster] = []
-    yield clusters
+
+    def start(size: int = 1, client_ports: list[int] | None = None) -> EtcdCluster:
+        cluster = EtcdCluster(tmp_path / f"etcd{len(clusters)}", size, client_ports)
+        clusters.append(cluster)
+        return cluster.start()
+
+    yield start
     for cluster in clusters:
         cluster.stop()
 

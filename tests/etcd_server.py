@@ -58,6 +58,7 @@ class EtcdMember:
             "--election-timeout", "500",
             "--log-level", "warn",
         ]  # fmt: skip
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -68,9 +69,10 @@ class EtcdMember:
         url = f"http://{self.endpoint}/health"
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"etcd {self.name} exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+                log_tail = self.log_path.read_text()[-2000:]
+                raise RuntimeError(f"etcd {self.name} exited with {self.proc.returncode}: {log_tail}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310 - loopback only
+                with urllib.request.urlopen(url, timeout=1) as reply:
                     if b'"health":"true"' in reply.read():
                         return
             except OSError:
@@ -95,8 +97,9 @@ class EtcdMember:
 class EtcdCluster:
     """`size` members on loopback; `url(prefix)` names all of them for smmf."""
 
-    def __init__(self, base_dir: Path, size: int = 1) -> None:
-        ports = [(free_port(), free_port()) for _ in range(size)]
+    def __init__(self, base_dir: Path, size: int = 1, client_ports: list[int] | None = None) -> None:
+        clients = client_ports or [free_port() for _ in range(size)]
+        ports = [(client, free_port()) for client in clients]
         initial = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
         self.members = [
             EtcdMember(f"m{i}", base_dir / f"m{i}", client, peer, initial) for i, (client, peer) in enumerate(ports)

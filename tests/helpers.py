@@ -6,10 +6,12 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from smmf.instance import Instance
-from smmf.registry_drivers import Delete, Put, Snapshot, WatchEvent
+from smmf.registry_drivers import Delete, Lease, Put, Registry, Snapshot, WatchEvent, open_registry
 
 T = TypeVar("T")
 
@@ -60,14 +62,51 @@ class Mirror:
             elif isinstance(event, Delete):
                 self.items.pop(event.id, None)
 
+    async def holds(self, *ids: str) -> bool:
+        """All `ids` are present (as an awaitable predicate for `eventually`)."""
+        return set(ids) <= self.items.keys()
+
+    async def lacks(self, *ids: str) -> bool:
+        return not set(ids) & self.items.keys()
+
+    async def holds_exactly(self, *ids: str) -> bool:
+        return set(ids) == self.items.keys()
+
+    async def saw_delete(self, instance_id: str) -> bool:
+        return any(isinstance(e, Delete) and e.id == instance_id for e in self.events)
+
     @property
     def failed(self) -> BaseException | None:
         return self._task.exception() if self._task.done() and not self._task.cancelled() else None
 
     async def close(self) -> None:
         self._task.cancel()
-        try:
+        with suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         await self._watch.aclose()  # type: ignore[attr-defined]
+
+
+@dataclass
+class HeldRecord:
+    """A record kept alive by one registry client while another client mirrors the watch."""
+
+    holder: Registry
+    watcher: Registry
+    record: Instance
+    lease: Lease
+    mirror: Mirror
+
+
+@asynccontextmanager
+async def held_and_watched(url: str, ttl: float) -> AsyncIterator[HeldRecord]:
+    async with open_registry(url) as holder, open_registry(url) as watcher:
+        rec = record()
+        lease = await holder.register(rec, ttl)
+        keepalive = asyncio.create_task(lease.keepalive())
+        mirror = Mirror(watcher.watch())
+        await eventually(lambda: mirror.holds(rec.id), 5)
+        try:
+            yield HeldRecord(holder, watcher, rec, lease, mirror)
+        finally:
+            keepalive.cancel()
+            await mirror.close()

@@ -63,7 +63,7 @@ async def test_record_expires_when_keepalive_stops(registry: Registry) -> None:
     lease = await registry.register(rec, TTL)
     keepalive = asyncio.create_task(lease.keepalive())
     mirror = Mirror(registry.watch())
-    await eventually(lambda: _has(mirror, rec.id), 5)
+    await eventually(lambda: mirror.holds(rec.id), 5)
 
     await asyncio.sleep(TTL * 1.5)
     assert await ids(registry) == {rec.id}, "keepalive must hold the record past its TTL"
@@ -71,17 +71,9 @@ async def test_record_expires_when_keepalive_stops(registry: Registry) -> None:
     keepalive.cancel()
     stopped = time.monotonic()
     await eventually(lambda: _lacks_listing(registry, rec.id), TTL + 1)
-    await eventually(lambda: _lacks(mirror, rec.id), 1)
+    await eventually(lambda: mirror.lacks(rec.id), 1)
     assert time.monotonic() - stopped <= TTL + 1 + 0.5
     await mirror.close()
-
-
-async def _has(mirror: Mirror, key: str) -> bool:
-    return key in mirror.items
-
-
-async def _lacks(mirror: Mirror, key: str) -> bool:
-    return key not in mirror.items
 
 
 async def _lacks_listing(registry: Registry, key: str) -> bool:
@@ -94,23 +86,19 @@ async def test_reregisters_after_lease_is_lost(registry: Registry, registry_url:
     first_lease = lease.lease_id
     keepalive = asyncio.create_task(lease.keepalive())
     mirror = Mirror(registry.watch())
-    await eventually(lambda: _has(mirror, rec.id), 5)
+    await eventually(lambda: mirror.holds(rec.id), 5)
 
     async with open_registry(registry_url) as other:  # someone else drops the lease: as after a registry restart
         assert first_lease is not None
         await other.store.revoke(first_lease)
 
-    await eventually(lambda: _saw_delete(mirror, rec.id), 5)
-    await eventually(lambda: _has(mirror, rec.id), TTL)
+    await eventually(lambda: mirror.saw_delete(rec.id), 5)
+    await eventually(lambda: mirror.holds(rec.id), TTL)
     assert lease.reacquired == 1 and lease.lease_id != first_lease
     assert await ids(registry) == {rec.id}
     keepalive.cancel()
     await lease.revoke()
     await mirror.close()
-
-
-async def _saw_delete(mirror: Mirror, key: str) -> bool:
-    return any(isinstance(e, Delete) and e.id == key for e in mirror.events)
 
 
 async def test_update_keeps_the_same_lease(registry: Registry) -> None:

@@ -1,10 +1,10 @@
 """Registry drivers: one protocol (`Registry`) over pluggable backends (`Store`).
 
-    async with open_registry("etcd://127.0.0.1:2379/smmf") as registry:
-        lease = await registry.register(record, ttl=10)
-        keepalive = asyncio.create_task(lease.keepalive())
-        async for event in registry.watch():
-            ...
+async with open_registry("etcd://127.0.0.1:2379/smmf") as registry:
+    lease = await registry.register(record, ttl=10)
+    keepalive = asyncio.create_task(lease.keepalive())
+    async for event in registry.watch():
+        ...
 """
 
 from .base import (

@@ -172,5 +172,5 @@ class Store(ABC):
         Raises `Compacted` when `after` is older than the kept history.
         """
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional: a store holding nothing has nothing to release
         """Release connections and threads."""

@@ -14,6 +14,7 @@ re-registration and watch resync.
 from __future__ import annotations
 
 import asyncio
+from contextlib import suppress
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -40,6 +41,9 @@ _CONNECTION_ERRORS = (
 )
 
 _CHANNEL_OPTIONS = {
+    # gRPC shares subchannels between channels to one target by default, so a
+    # "fresh" channel would inherit the failed one's reconnect backoff.
+    "grpc.use_local_subchannel_pool": 1,
     "grpc.max_receive_message_length": 512 * 1024 * 1024,
     "grpc.initial_reconnect_backoff_ms": 100,
     "grpc.max_reconnect_backoff_ms": 1000,
@@ -89,16 +93,21 @@ class EtcdStore(Store):
         await _close_quietly(client)
 
     async def _call(self, op: Callable[[aetcd.Client], Awaitable[R]]) -> R:
-        """Run `op` on the current endpoint, trying each endpoint once before giving up."""
+        """Run `op`, moving through the endpoints; each is tried once, and the first twice.
+
+        The extra attempt matters when the registry has just come back: the
+        current channel may have failed its last connect and sit in backoff,
+        while a fresh channel to the same endpoint connects at once.
+        """
         reason = "no endpoint tried"
-        for _ in range(len(self.endpoints)):
+        for _ in range(len(self.endpoints) + 1):
             client = self._current()
             try:
                 return await op(client)
             except _CONNECTION_ERRORS as exc:
                 reason = f"{self.endpoints[self._index][0]}:{self.endpoints[self._index][1]}: {exc}"
                 self._drop(client)
-            except (TimeoutError, asyncio.TimeoutError) as exc:
+            except TimeoutError as exc:
                 reason = f"timed out: {exc}"
                 self._drop(client)
         raise RegistryUnavailable(self.address, reason)
@@ -106,7 +115,7 @@ class EtcdStore(Store):
     # -- Store -------------------------------------------------------------
 
     async def grant(self, ttl: float) -> int:
-        seconds = max(MIN_TTL, int(round(ttl)))
+        seconds = max(MIN_TTL, round(ttl))
         lease = await self._call(lambda c: c.lease(seconds))
         return int(lease.id)
 
@@ -166,10 +175,12 @@ class EtcdStore(Store):
             self._drop(client)
             raise RegistryUnavailable(self.address, str(exc)) from exc
         finally:
-            try:
-                await asyncio.wait_for(watch.cancel(), 1.0)
-            except Exception:  # noqa: BLE001 - the stream may already be gone
-                pass
+            if client.channel is not None:  # a closed client has no watch left to cancel
+                try:
+                    async with asyncio.timeout(1.0):
+                        await watch.cancel()
+                except Exception:  # noqa: BLE001 - the stream may already be gone
+                    pass
 
     async def close(self) -> None:
         retired, self._retired = self._retired, {}
@@ -182,7 +193,5 @@ class EtcdStore(Store):
 
 
 async def _close_quietly(client: aetcd.Client) -> None:
-    try:
+    with suppress(Exception):  # a broken channel may fail to close; it is gone either way
         await client.close()
-    except Exception:  # noqa: BLE001 - a broken channel may fail to close; it is gone either way
-        pass

@@ -30,6 +30,7 @@ from .base import (
 )
 from .keys import ADMIN, admin_key, instance_key, key_id, model_prefix
 from .resync import watch_prefix
+import contextlib
 
 __all__ = ["Lease", "Listing", "Registry"]
 
@@ -123,10 +124,8 @@ class Lease:
                     log.warning("keepalive for %s: %s; retrying", self.key, exc.reason)
                     unreachable = True
                 delay = backoff.next_delay()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._revoked.wait(), delay)
-            except TimeoutError:
-                pass
 
     async def update(self, record: Instance) -> None:
         """Rewrite the record under the same lease (load, state, weight changes)."""

@@ -12,6 +12,7 @@ went away; only a successful list can delete anything.
 from __future__ import annotations
 
 import logging
+from contextlib import aclosing
 from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
@@ -53,12 +54,14 @@ async def watch_prefix(
             raw, revision = await store.list(prefix)
         except RegistryUnavailable as exc:
             if not unreachable:
-                log.warning("watch %s%s: %s; serving last-known state and retrying", store.address, prefix, exc.reason)
+                log.warning(
+                    "watch %s %s*: %s; serving last-known state and retrying", store.address, prefix, exc.reason
+                )
                 unreachable = True
             await backoff.sleep()
             continue
         if unreachable:
-            log.info("watch %s%s: registry reachable again, resynced at revision %d", store.address, prefix, revision)
+            log.info("watch %s %s*: registry reachable again, resynced at revision %d", store.address, prefix, revision)
             unreachable = False
         backoff.reset()
         current = _decode_all(raw, decode)
@@ -70,21 +73,22 @@ async def watch_prefix(
         known = current
 
         try:
-            async for change in store.stream(prefix, revision):
-                item = None if change.value is None else decode(change.key, change.value)
-                if item is None:
-                    if known.pop(change.key, None) is not None:
-                        yield Delete(key_id(change.key), change.revision)
-                else:
-                    known[change.key] = item
-                    yield Put(key_id(change.key), item, change.revision)
-            log.info("watch %s%s: stream ended; listing again", store.address, prefix)
+            async with aclosing(store.stream(prefix, revision)) as changes:
+                async for change in changes:
+                    item = None if change.value is None else decode(change.key, change.value)
+                    if item is None:
+                        if known.pop(change.key, None) is not None:
+                            yield Delete(key_id(change.key), change.revision)
+                    else:
+                        known[change.key] = item
+                        yield Put(key_id(change.key), item, change.revision)
+            log.info("watch %s %s*: stream ended; listing again", store.address, prefix)
         except Compacted as exc:
-            log.info("watch %s%s: %s; listing again", store.address, prefix, exc)
+            log.info("watch %s %s*: %s; listing again", store.address, prefix, exc)
         except RegistryUnavailable as exc:
-            log.warning("watch %s%s: stream lost (%s); listing again", store.address, prefix, exc.reason)
+            log.warning("watch %s %s*: stream lost (%s); listing again", store.address, prefix, exc.reason)
             unreachable = True
             await backoff.sleep()
         except Exception:
-            log.exception("watch %s%s: unexpected stream error; listing again", store.address, prefix)
+            log.exception("watch %s %s*: unexpected stream error; listing again", store.address, prefix)
             await backoff.sleep()

@@ -1,0 +1,57 @@
+"""Opening registries by URL: drivers, defaults and the errors a mistyped URL gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from smmf.registry_drivers import ENV_VAR, UnsupportedRegistry, default_url, open_registry
+from smmf.registry_drivers.etcd import EtcdStore
+from smmf.registry_drivers.file import FileStore
+from smmf.registry_drivers.memory import MemoryStore
+
+
+def test_unknown_scheme_lists_the_supported_ones() -> None:
+    with pytest.raises(UnsupportedRegistry) as err:
+        open_registry("zookeeper://127.0.0.1:2181")
+    assert "zookeeper://" in str(err.value)
+    for scheme in ("memory://", "file://", "etcd://"):
+        assert scheme in str(err.value)
+
+
+def test_default_is_the_embedded_file_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert default_url() == "file://" + str(Path.home() / ".smmf" / "registry.db")
+    registry = open_registry()
+    assert isinstance(registry.store, FileStore) and registry.store.path == Path.home() / ".smmf" / "registry.db"
+
+
+def test_environment_overrides_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, "memory://from-env")
+    registry = open_registry()
+    assert isinstance(registry.store, MemoryStore) and registry.store.address == "memory://from-env"
+    assert isinstance(open_registry("memory://explicit").store, MemoryStore)
+
+
+def test_etcd_urls() -> None:
+    store = open_registry("etcd://10.0.0.1:2379,10.0.0.2:2379/team-a?timeout=1.5").store
+    assert isinstance(store, EtcdStore)
+    assert store.endpoints == [("10.0.0.1", 2379), ("10.0.0.2", 2379)]
+    assert store.prefix == "/team-a/" and store.timeout == 1.5
+    assert open_registry("etcd://127.0.0.1:2379").store.prefix == "/smmf/"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("etcd:///smmf", "no etcd endpoint"),
+        ("etcd://127.0.0.1/smmf", "host:port"),
+        ("etcd://127.0.0.1:2379/smmf?timeout=soon", "timeout= must be a number"),
+        ("file://", "needs a path"),
+        ("file:///tmp/r.db?poll=fast", "poll= must be a number"),
+    ],
+)
+def test_malformed_urls_get_clear_errors(url: str, message: str) -> None:
+    with pytest.raises(UnsupportedRegistry, match=message):
+        open_registry(url)
