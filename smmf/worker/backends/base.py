@@ -1,0 +1,56 @@
+"""The seam where model engines plug into a worker.
+
+A backend turns one validated request into generated text (`generate`, a
+stream of `Delta`s whose last one carries the finish reason and usage) or
+into vectors (`embed`).  The HTTP app owns everything else — validation,
+admission, streaming, metrics, error shapes — so a new engine is one small
+module.
+"""
+
+from __future__ import annotations
+
+import argparse
+from abc import ABC
+from collections.abc import AsyncIterator
+from typing import ClassVar, Literal
+
+from ...instance import Kind
+from ..errors import bad_request
+from ..protocol import ChatRequest, CompletionRequest, Delta, EmbeddingRequest
+
+Endpoint = Literal["chat", "completions", "embeddings"]
+
+
+class ModelLoadError(Exception):
+    """A backend could not load its model; the message says what to fix."""
+
+
+class Backend(ABC):
+    #: What the instance record's `backend` field says about this engine.
+    name: ClassVar[str]
+    #: Set on engines that do not run a real model, and shown in /v1/models.
+    simulated: ClassVar[bool] = False
+
+    kind: Kind = Kind.LLM
+    endpoints: frozenset[Endpoint] = frozenset({"chat", "completions"})
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add this backend's command-line options."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Backend:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Load the model; the worker answers /health with 503 until this returns."""
+
+    async def close(self) -> None:
+        """Free the model and any connections."""
+
+    def generate(self, request: ChatRequest | CompletionRequest) -> AsyncIterator[Delta]:
+        raise bad_request(f"The {self.name} backend does not generate text.", code="unsupported_endpoint")
+
+    async def embed(self, request: EmbeddingRequest) -> tuple[list[list[float]], int]:
+        """Vectors for `request.texts`, and the number of prompt tokens they took."""
+        raise bad_request(f"The {self.name} backend does not compute embeddings.", code="unsupported_endpoint")

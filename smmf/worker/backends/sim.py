@@ -1,0 +1,101 @@
+"""`sim`: a deterministic simulated LLM for tests and benchmarks (labelled as simulated in /v1/models).
+
+It behaves like a batching engine: up to `--slots` requests decode at once,
+each one slower as more share the engine (`--slowdown` per extra request),
+and the rest wait.  Output is a deterministic function of the prompt, so
+tests can compare answers across instances.  `--fail-rate` fails that
+fraction of requests before their first token, with a 503 a client may
+retry elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator
+
+from ..errors import APIError
+from ..protocol import ChatRequest, CompletionRequest, Delta, Usage
+from .base import Backend
+
+_WORDS = (
+    "the model answers with simulated words that carry no meaning but arrive at a steady pace "
+    "like tokens from a real engine under load so balancers and tests can measure what they need"
+).split()
+
+DEFAULT_MAX_TOKENS = 16
+
+
+def prompt_of(request: ChatRequest | CompletionRequest) -> str:
+    if isinstance(request, ChatRequest):
+        return "\n".join(f"{m.role}: {m.text}" for m in request.messages)
+    return request.text
+
+
+class SimBackend(Backend):
+    name = "sim"
+    simulated = True
+
+    def __init__(
+        self,
+        ttft_ms: float = 20.0,
+        tpot_ms: float = 5.0,
+        slots: int = 8,
+        slowdown: float = 0.05,
+        fail_rate: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        if not 0.0 <= fail_rate <= 1.0:
+            raise ValueError("--fail-rate is a fraction between 0 and 1")
+        if slots < 1 or ttft_ms < 0 or tpot_ms < 0 or slowdown < 0:
+            raise ValueError("--slots must be >= 1 and the latencies and slowdown >= 0")
+        self.ttft = ttft_ms / 1000
+        self.tpot = tpot_ms / 1000
+        self.slowdown = slowdown
+        self.fail_rate = fail_rate
+        self._random = random.Random(seed)
+        self._slots = asyncio.Semaphore(slots)
+        self.active = 0
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--ttft-ms", type=float, default=20.0, help="time to first token (ms)")
+        parser.add_argument("--tpot-ms", type=float, default=5.0, help="time per output token (ms)")
+        parser.add_argument("--slots", type=int, default=8, help="requests decoded at once")
+        parser.add_argument("--slowdown", type=float, default=0.05, help="extra time per token per other request")
+        parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests failed on purpose")
+        parser.add_argument("--seed", type=int, default=None, help="seed for --fail-rate")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SimBackend:
+        return cls(args.ttft_ms, args.tpot_ms, args.slots, args.slowdown, args.fail_rate, args.seed)
+
+    def _token_time(self) -> float:
+        return self.tpot * (1 + self.slowdown * max(0, self.active - 1))
+
+    async def generate(self, request: ChatRequest | CompletionRequest) -> AsyncIterator[Delta]:
+        prompt = prompt_of(request)
+        if self.fail_rate and self._random.random() < self.fail_rate:
+            raise APIError(503, "Simulated failure (--fail-rate).", type="server_error", code="simulated_failure")
+        count = request.token_limit or DEFAULT_MAX_TOKENS
+        start = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=4).digest(), "big")
+        usage = Usage(prompt_tokens=len(prompt.split()), completion_tokens=count)
+        async with self._slots:
+            self.active += 1
+            try:
+                if self.ttft:
+                    await asyncio.sleep(self.ttft)
+                for i in range(count):
+                    if i and self.tpot:
+                        await asyncio.sleep(self._token_time())
+                    word = _WORDS[(start + i * 7) % len(_WORDS)]
+                    last = i == count - 1
+                    yield Delta(
+                        text=word if i == 0 else " " + word,
+                        finish_reason="length" if last else None,
+                        usage=usage if last else None,
+                    )
+            finally:
+                self.active -= 1

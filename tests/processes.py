@@ -1,0 +1,74 @@
+"""smmf processes for the tests: started as real OS processes, read for their URL, stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class SmmfProcess:
+    """`python -m smmf.cli ARGS...`; stdout's first line is read as the URL when `url_line` is set."""
+
+    def __init__(self, args: list[str], log_dir: Path, *, python: str = sys.executable, env: dict[str, str] | None = None):
+        self.args = args
+        self.log_path = log_dir / f"smmf-{args[0]}-{time.monotonic_ns()}.log"
+        self.python = python
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, url_timeout: float = 60.0) -> SmmfProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [self.python, "-m", "smmf.cli", *self.args],
+                stdout=subprocess.PIPE, stderr=log, env=self.env, cwd=ROOT,
+            )  # fmt: skip
+        line: list[bytes] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(url_timeout)
+        if not line or not line[0].startswith(b"http"):
+            self.stop()
+            raise RuntimeError(f"{self.args[:2]} printed no URL: {self.log()[-3000:]}")
+        self.url = line[0].decode().strip()
+        return self
+
+    def wait_healthy(self, timeout: float = 60.0) -> SmmfProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}: {self.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:  # noqa: S310 - loopback
+                    if reply.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"not healthy after {timeout}s: {self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode

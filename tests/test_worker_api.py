@@ -1,0 +1,177 @@
+"""The worker's OpenAI-compatible surface, called with the official `openai` SDK against a real `smmf worker sim`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+
+import json
+import urllib.error
+
+import openai
+import pytest
+
+from processes import SmmfProcess
+
+StartWorker = Callable[..., SmmfProcess]
+MESSAGES = [{"role": "user", "content": "Say something about balancing."}]
+
+
+def sdk(worker: SmmfProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{worker.url}/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+def raw(method: str, url: str, body: bytes | None = None) -> tuple[int, dict]:
+    """One HTTP request without any SDK: status and JSON body, errors included."""
+    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - loopback
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def metric(worker: SmmfProcess, name: str) -> float:
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as reply:  # noqa: S310 - loopback
+        text = reply.read().decode()
+    match = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+@pytest.fixture
+def sim(start_worker: StartWorker) -> SmmfProcess:
+    return start_worker("sim", "--model", "sim-llm", "--ttft-ms", "5", "--tpot-ms", "1")
+
+
+def test_models_are_listed_and_the_simulator_says_so(sim: SmmfProcess) -> None:
+    (card,) = sdk(sim).models.list().data
+    assert card.id == "sim-llm"
+    assert "simulator" in card.owned_by
+    assert card.model_extra is not None and card.model_extra["smmf"]["simulated"] is True
+
+
+def test_chat_plain_and_streaming_agree(sim: SmmfProcess) -> None:
+    client = sdk(sim)
+    plain = client.chat.completions.create(model="sim-llm", messages=MESSAGES, max_tokens=8)
+    assert plain.object == "chat.completion" and plain.choices[0].message.role == "assistant"
+    assert plain.choices[0].finish_reason == "length"
+    assert plain.usage is not None and plain.usage.completion_tokens == 8 and plain.usage.prompt_tokens > 0
+
+    chunks = list(
+        client.chat.completions.create(
+            model="sim-llm", messages=MESSAGES, max_tokens=8, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    content = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(content) == 8, "one chunk per token"
+    assert "".join(content) == plain.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == plain.usage.total_tokens
+    assert len({c.id for c in chunks}) == 1
+
+
+def test_completions_plain_and_streaming(sim: SmmfProcess) -> None:
+    client = sdk(sim)
+    plain = client.completions.create(model="sim-llm", prompt="Once upon a time", max_tokens=4)
+    assert plain.object == "text_completion" and len(plain.choices[0].text.split()) == 4
+    assert plain.usage is not None and plain.usage.prompt_tokens == 4
+
+    stream = client.completions.create(model="sim-llm", prompt="Once upon a time", max_tokens=4, stream=True)
+    assert "".join(c.choices[0].text for c in stream) == plain.choices[0].text
+
+
+def test_bad_input_gets_openai_errors(sim: SmmfProcess) -> None:
+    client = sdk(sim)
+    with pytest.raises(openai.BadRequestError) as empty:
+        client.chat.completions.create(model="sim-llm", messages=[])
+    assert empty.value.body["param"] == "messages"  # type: ignore[index]
+
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client.chat.completions.create(model="sim-llm", messages=MESSAGES, temperature=3.5)
+    with pytest.raises(openai.BadRequestError, match="max_tokens"):
+        client.completions.create(model="sim-llm", prompt="x", max_tokens=0)
+    with pytest.raises(openai.BadRequestError, match="role"):
+        client.chat.completions.create(model="sim-llm", messages=[{"role": "wizard", "content": "hi"}])  # type: ignore[list-item]
+    with pytest.raises(openai.NotFoundError, match="does not exist") as missing:
+        client.chat.completions.create(model="gpt-9", messages=MESSAGES)
+    assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="embeddings"):
+        client.embeddings.create(model="sim-llm", input="text")
+
+    status, body = raw("POST", f"{sim.url}/v1/chat/completions", b"{not json")
+    assert status == 400 and "not valid JSON" in body["error"]["message"]
+    status, body = raw("POST", f"{sim.url}/v1/chat/completions", b'["a list"]')
+    assert status == 400 and body["error"]["type"] == "invalid_request_error"
+    status, body = raw("GET", f"{sim.url}/v1/nothing-here")
+    assert status == 404 and "error" in body
+    assert "Traceback" not in sim.log()
+
+
+def test_body_over_the_limit_is_413(start_worker: StartWorker) -> None:
+    worker = start_worker("sim", "--model", "m", "--max-body-bytes", "2048")
+    status, body = raw("POST", f"{worker.url}/v1/completions", json.dumps({"model": "m", "prompt": "x" * 10_000}).encode())
+    assert status == 413 and "2048" in body["error"]["message"]
+
+
+def test_admission_control_answers_429_with_retry_after(start_worker: StartWorker) -> None:
+    worker = start_worker("sim", "--model", "m", "--max-concurrency", "1", "--max-queue", "0", "--ttft-ms", "0",
+                          "--tpot-ms", "50")  # fmt: skip
+    client = sdk(worker)
+    busy = client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=100, stream=True)
+    next(iter(busy))  # the only slot is taken
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=1)
+    assert int(refused.value.response.headers["Retry-After"]) >= 1
+    busy.close()
+
+
+def test_disconnect_cancels_the_generation_and_frees_the_slot(start_worker: StartWorker) -> None:
+    worker = start_worker("sim", "--model", "m", "--max-concurrency", "1", "--max-queue", "0", "--ttft-ms", "0",
+                          "--tpot-ms", "100")  # fmt: skip
+    client = sdk(worker)
+    stream = client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=600, stream=True)
+    next(iter(stream))
+    assert metric(worker, "smmf_requests_inflight") == 1
+    stream.close()  # 600 tokens at 100 ms would hold the slot for a minute
+
+    deadline = time.monotonic() + 5
+    while metric(worker, "smmf_requests_inflight") != 0:
+        assert time.monotonic() < deadline, "the slot was not freed after the client went away"
+        time.sleep(0.05)
+    reply = client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=1)
+    assert reply.choices[0].finish_reason == "length"
+
+
+def test_fail_rate_fails_on_purpose(start_worker: StartWorker) -> None:
+    worker = start_worker("sim", "--model", "m", "--fail-rate", "1")
+    with pytest.raises(openai.InternalServerError, match="Simulated failure") as failed:
+        sdk(worker).chat.completions.create(model="m", messages=MESSAGES)
+    assert failed.value.status_code == 503
+
+
+def test_metrics_count_tokens_and_latency(sim: SmmfProcess) -> None:
+    client = sdk(sim)
+    for _ in range(3):
+        client.completions.create(model="sim-llm", prompt="one two", max_tokens=5)
+    assert metric(sim, "smmf_completion_tokens_total") == 15
+    assert metric(sim, "smmf_prompt_tokens_total") == 6
+    assert metric(sim, "smmf_requests_queued") == 0
+
+
+def test_bad_command_lines_exit_cleanly(start_worker: StartWorker) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "smmf.cli", "worker", *args], capture_output=True, text=True, timeout=60)
+
+    bad_rate = run("sim", "--model", "m", "--fail-rate", "2")
+    assert bad_rate.returncode == 2 and "--fail-rate" in bad_rate.stderr and "Traceback" not in bad_rate.stderr
+
+    taken = start_worker("sim", "--model", "m")
+    port = taken.url.rsplit(":", 1)[1]
+    clash = run("sim", "--model", "m", "--port", port)
+    assert clash.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in clash.stderr
+    assert "Traceback" not in clash.stderr

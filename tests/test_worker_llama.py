@@ -1,0 +1,75 @@
+"""The real Gemma 3 270M model through `smmf worker llama-cpp`, called with the official SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import openai
+import pytest
+
+from processes import SmmfProcess
+
+StartWorker = Callable[..., SmmfProcess]
+
+
+@pytest.fixture(scope="module")
+def gemma(tmp_path_factory: pytest.TempPathFactory) -> SmmfProcess:
+    worker = SmmfProcess(
+        ["worker", "llama-cpp", "--model", "gemma-3-270m", "--port", "0", "--n-ctx", "1024", "--max-concurrency", "1"],
+        tmp_path_factory.mktemp("gemma"),
+    )
+    worker.start(url_timeout=120).wait_healthy(timeout=180)
+    yield worker
+    worker.stop()
+
+
+def sdk(worker: SmmfProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{worker.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_completion_has_text_and_exact_usage(gemma: SmmfProcess) -> None:
+    reply = sdk(gemma).completions.create(
+        model="gemma-3-270m", prompt="The capital of France is", max_tokens=12, temperature=0
+    )
+    text = reply.choices[0].text
+    assert text.strip(), "the real model produced text"
+    assert reply.usage is not None and reply.usage.prompt_tokens >= 5
+    if reply.choices[0].finish_reason == "length":
+        assert reply.usage.completion_tokens == 12
+
+
+def test_stream_comes_in_several_chunks_with_the_same_text_and_usage(gemma: SmmfProcess) -> None:
+    client = sdk(gemma)
+    params = {"model": "gemma-3-270m", "prompt": "Here is a list of fruits: apple,", "max_tokens": 16, "temperature": 0}
+    plain = client.completions.create(**params)
+    chunks = list(client.completions.create(**params, stream=True, stream_options={"include_usage": True}))
+    pieces = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
+    assert len(pieces) >= 3
+    assert "".join(pieces) == plain.choices[0].text, "greedy decoding: streamed and plain text agree"
+    usage = chunks[-1].usage
+    assert usage is not None and plain.usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (plain.usage.prompt_tokens, plain.usage.completion_tokens)
+
+
+def test_chat_uses_the_gemma_turn_format(gemma: SmmfProcess) -> None:
+    reply = sdk(gemma).chat.completions.create(
+        model="gemma-3-270m",
+        messages=[{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "What color is the sky?"}],
+        max_tokens=20,
+        temperature=0,
+    )
+    content = reply.choices[0].message.content or ""
+    assert "<start_of_turn>" not in content and "<end_of_turn>" not in content
+    # Gemma's turn markers must reach the model as single special tokens, not spelled out as text:
+    # BOS + 2 turns of (marker, role, newline) + end marker + newline + about 12 words of text.
+    assert reply.usage is not None and reply.usage.prompt_tokens <= 24 and reply.usage.completion_tokens <= 20
+
+
+def test_stop_sequences_cut_the_text(gemma: SmmfProcess) -> None:
+    client = sdk(gemma)
+    params = {"model": "gemma-3-270m", "prompt": "1, 2, 3, 4, 5,", "max_tokens": 30, "temperature": 0}
+    free = client.completions.create(**params).choices[0].text
+    assert " 8" in free, f"the model counts on: {free!r}"
+    cut = client.completions.create(**params, stop=[" 8"])
+    assert " 8" not in cut.choices[0].text and cut.choices[0].finish_reason == "stop"
+    assert free.startswith(cut.choices[0].text)
