@@ -110,3 +110,15 @@ async def held_and_watched(url: str, ttl: float) -> AsyncIterator[HeldRecord]:
         finally:
             keepalive.cancel()
             await mirror.close()
+
+
+def assert_stream_matches_plain(client: Any, **params: Any) -> None:
+    """A greedy completion streamed (with usage) arrives in several chunks that add up to the plain one."""
+    plain = client.completions.create(**params)
+    chunks = list(client.completions.create(**params, stream=True, stream_options={"include_usage": True}))
+    pieces = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
+    assert len(pieces) >= 3, pieces
+    assert "".join(pieces) == plain.choices[0].text, "greedy decoding: streamed and plain text agree"
+    usage = chunks[-1].usage
+    assert usage is not None and plain.usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens) == (plain.usage.prompt_tokens, plain.usage.completion_tokens)

@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 class SmmfProcess:
     """`python -m smmf.cli ARGS...`; stdout's first line is read as the URL when `url_line` is set."""
 
-    def __init__(self, args: list[str], log_dir: Path, *, python: str = sys.executable, env: dict[str, str] | None = None):
+    def __init__(
+        self, args: list[str], log_dir: Path, *, python: str = sys.executable, env: dict[str, str] | None = None
+    ):
         self.args = args
         self.log_path = log_dir / f"smmf-{args[0]}-{time.monotonic_ns()}.log"
         self.python = python
@@ -48,7 +50,7 @@ class SmmfProcess:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"exited with {self.proc.returncode}: {self.log()[-3000:]}")
             try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:  # noqa: S310 - loopback
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
                     if reply.status == 200:
                         return self
             except OSError:

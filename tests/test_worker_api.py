@@ -29,14 +29,14 @@ def raw(method: str, url: str, body: bytes | None = None) -> tuple[int, dict]:
     """One HTTP request without any SDK: status and JSON body, errors included."""
     request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
 
 
 def metric(worker: SmmfProcess, name: str) -> float:
-    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as reply:  # noqa: S310 - loopback
+    with urllib.request.urlopen(f"{worker.url}/metrics", timeout=5) as reply:
         text = reply.read().decode()
     match = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
     assert match, f"{name} not in /metrics"
@@ -114,7 +114,9 @@ def test_bad_input_gets_openai_errors(sim: SmmfProcess) -> None:
 
 def test_body_over_the_limit_is_413(start_worker: StartWorker) -> None:
     worker = start_worker("sim", "--model", "m", "--max-body-bytes", "2048")
-    status, body = raw("POST", f"{worker.url}/v1/completions", json.dumps({"model": "m", "prompt": "x" * 10_000}).encode())
+    status, body = raw(
+        "POST", f"{worker.url}/v1/completions", json.dumps({"model": "m", "prompt": "x" * 10_000}).encode()
+    )
     assert status == 413 and "2048" in body["error"]["message"]
 
 
@@ -165,7 +167,9 @@ def test_metrics_count_tokens_and_latency(sim: SmmfProcess) -> None:
 
 def test_bad_command_lines_exit_cleanly(start_worker: StartWorker) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "smmf.cli", "worker", *args], capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "smmf.cli", "worker", *args], capture_output=True, text=True, timeout=60
+        )
 
     bad_rate = run("sim", "--model", "m", "--fail-rate", "2")
     assert bad_rate.returncode == 2 and "--fail-rate" in bad_rate.stderr and "Traceback" not in bad_rate.stderr

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import openai
 import pytest
 
+from helpers import assert_stream_matches_plain
 from processes import SmmfProcess
 
 StartWorker = Callable[..., SmmfProcess]
@@ -39,22 +40,18 @@ def test_completion_has_text_and_exact_usage(gemma: SmmfProcess) -> None:
 
 
 def test_stream_comes_in_several_chunks_with_the_same_text_and_usage(gemma: SmmfProcess) -> None:
-    client = sdk(gemma)
-    params = {"model": "gemma-3-270m", "prompt": "Here is a list of fruits: apple,", "max_tokens": 16, "temperature": 0}
-    plain = client.completions.create(**params)
-    chunks = list(client.completions.create(**params, stream=True, stream_options={"include_usage": True}))
-    pieces = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
-    assert len(pieces) >= 3
-    assert "".join(pieces) == plain.choices[0].text, "greedy decoding: streamed and plain text agree"
-    usage = chunks[-1].usage
-    assert usage is not None and plain.usage is not None
-    assert (usage.prompt_tokens, usage.completion_tokens) == (plain.usage.prompt_tokens, plain.usage.completion_tokens)
+    assert_stream_matches_plain(
+        sdk(gemma), model="gemma-3-270m", prompt="Here is a list of fruits: apple,", max_tokens=16, temperature=0
+    )
 
 
 def test_chat_uses_the_gemma_turn_format(gemma: SmmfProcess) -> None:
     reply = sdk(gemma).chat.completions.create(
         model="gemma-3-270m",
-        messages=[{"role": "system", "content": "Answer in one word."}, {"role": "user", "content": "What color is the sky?"}],
+        messages=[
+            {"role": "system", "content": "Answer in one word."},
+            {"role": "user", "content": "What color is the sky?"},
+        ],
         max_tokens=20,
         temperature=0,
     )

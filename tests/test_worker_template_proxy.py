@@ -57,12 +57,19 @@ async def test_template_renders_calls_and_extracts(start_worker: StartWorker, up
     assert seen["headers"]["X-Trace"] == "tpl"
     assert seen["headers"]["Authorization"] == f"Bearer {SECRET}"
 
-    chunks = [c async for c in await client.chat.completions.create(model="tpl", messages=[{"role": "user", "content": "x"}], stream=True)]
+    chunks = [
+        c
+        async for c in await client.chat.completions.create(
+            model="tpl", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+    ]
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "echo: x"
     assert SECRET not in worker.log()
 
 
-async def test_template_path_mismatch_is_a_502_naming_the_segment(start_worker: StartWorker, upstream: Upstream) -> None:
+async def test_template_path_mismatch_is_a_502_naming_the_segment(
+    start_worker: StartWorker, upstream: Upstream
+) -> None:
     worker = start_worker("template", *template_args(upstream, "data.items[1].attributes.answer"), env={"TPL_KEY": "k"})
     with pytest.raises(openai.InternalServerError) as err:
         await sdk(worker).chat.completions.create(model="tpl", messages=[{"role": "user", "content": "x"}])
@@ -99,7 +106,9 @@ def proxy(start_worker: StartWorker, upstream: Upstream) -> SmmfProcess:
 
 async def test_proxy_forwards_chat_and_rewrites_the_model(proxy: SmmfProcess, upstream: Upstream) -> None:
     client = sdk(proxy)
-    reply = await client.chat.completions.create(model="local-name", messages=[{"role": "user", "content": "hi"}], temperature=0.1)
+    reply = await client.chat.completions.create(
+        model="local-name", messages=[{"role": "user", "content": "hi"}], temperature=0.1
+    )
     assert reply.model == "local-name" and reply.choices[0].message.content == "Hello from upstream"
     assert reply.usage is not None and (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (11, 3)
     seen = upstream.seen[-1]
@@ -107,7 +116,10 @@ async def test_proxy_forwards_chat_and_rewrites_the_model(proxy: SmmfProcess, up
     assert seen["headers"]["Authorization"] == f"Bearer {SECRET}"
 
     stream = await client.chat.completions.create(
-        model="local-name", messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+        model="local-name",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = [c async for c in stream]
     texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import openai
 import pytest
 
+from helpers import assert_stream_matches_plain
 from processes import SmmfProcess
 
 pytestmark = pytest.mark.vllm
@@ -42,16 +43,15 @@ def test_completion(vllm_worker: SmmfProcess) -> None:
 
 def test_stream_and_chat(vllm_worker: SmmfProcess) -> None:
     client = sdk(vllm_worker)
-    params = {"model": "gemma-vllm", "prompt": "Here is a list of fruits: apple,", "max_tokens": 16, "temperature": 0}
-    plain = client.completions.create(**params)
-    chunks = list(client.completions.create(**params, stream=True, stream_options={"include_usage": True}))
-    pieces = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
-    assert len(pieces) >= 3 and "".join(pieces) == plain.choices[0].text
-    assert chunks[-1].usage is not None and plain.usage is not None
-    assert chunks[-1].usage.completion_tokens == plain.usage.completion_tokens
+    assert_stream_matches_plain(
+        client, model="gemma-vllm", prompt="Here is a list of fruits: apple,", max_tokens=16, temperature=0
+    )
 
     chat = client.chat.completions.create(
-        model="gemma-vllm", messages=[{"role": "user", "content": "What color is the sky?"}], max_tokens=20, temperature=0
+        model="gemma-vllm",
+        messages=[{"role": "user", "content": "What color is the sky?"}],
+        max_tokens=20,
+        temperature=0,
     )
     # A base model need not answer well; what smmf owns is the turn format and the response shape.
     assert chat.choices[0].message.role == "assistant" and chat.choices[0].finish_reason in ("stop", "length")

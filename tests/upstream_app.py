@@ -51,7 +51,9 @@ class Upstream:
 
     async def _record(self, request: web.Request) -> dict[str, Any]:
         body = await request.json()
-        self.seen.append({"path": request.path, "query": dict(request.query), "headers": dict(request.headers), "body": body})
+        self.seen.append(
+            {"path": request.path, "query": dict(request.query), "headers": dict(request.headers), "body": body}
+        )
         return body
 
     @staticmethod
@@ -83,7 +85,9 @@ class Upstream:
             return {"index": 0, "text": text or "", "finish_reason": finish}
 
         if chat:
-            await response.write(_sse({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}))
+            await response.write(
+                _sse({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+            )
         for word in WORDS:
             await response.write(_sse({"choices": [choice(word, None)]}))
         await response.write(_sse({"choices": [choice(None, "stop")]}))
@@ -95,7 +99,10 @@ class Upstream:
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await self._record(request)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        data = [{"object": "embedding", "index": i, "embedding": [float(len(text)), 1.0, 0.5]} for i, text in enumerate(inputs)]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(text)), 1.0, 0.5]}
+            for i, text in enumerate(inputs)
+        ]
         return web.json_response({"object": "list", "data": data, "usage": {"prompt_tokens": 2 * len(inputs)}})
 
     async def template(self, request: web.Request) -> web.Response:

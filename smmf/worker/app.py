@@ -114,7 +114,11 @@ class Worker:
             "object": "model",
             "created": self.started_at,
             "owned_by": "smmf-simulator (not a real model)" if self.backend.simulated else "smmf",
-            "smmf": {"backend": self.backend.name, "kind": self.backend.kind.value, "simulated": self.backend.simulated},
+            "smmf": {
+                "backend": self.backend.name,
+                "kind": self.backend.kind.value,
+                "simulated": self.backend.simulated,
+            },
         }
         return web.json_response({"object": "list", "data": [card]})
 

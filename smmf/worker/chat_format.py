@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .protocol import Message
+from .protocol import ChatRequest, CompletionRequest, Message
 
 
 def gemma(messages: Sequence[Message]) -> str:
@@ -30,3 +30,21 @@ def gemma(messages: Sequence[Message]) -> str:
 FORMATS: dict[str, tuple[Callable[[Sequence[Message]], str], list[str]]] = {
     "gemma": (gemma, ["<end_of_turn>"]),
 }
+
+#: Defaults when a request sets no limit: OpenAI's for completions, a reply's worth for chat.
+DEFAULT_COMPLETION_TOKENS = 16
+DEFAULT_CHAT_TOKENS = 256
+
+
+def check_format(name: str) -> str:
+    if name not in FORMATS:
+        raise ValueError(f"--chat-format must be one of {', '.join(FORMATS)}")
+    return name
+
+
+def plain_prompt(request: ChatRequest | CompletionRequest, chat_format: str) -> tuple[str, list[str], int]:
+    """What a raw-text engine is asked: the prompt, the stop sequences and the token limit."""
+    if isinstance(request, ChatRequest):
+        render, turn_stops = FORMATS[chat_format]
+        return render(request.messages), request.stops + turn_stops, request.token_limit or DEFAULT_CHAT_TOKENS
+    return request.text, request.stops, request.token_limit or DEFAULT_COMPLETION_TOKENS

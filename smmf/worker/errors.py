@@ -18,7 +18,7 @@ class APIError(Exception):
         status: int,
         message: str,
         *,
-        type: str = "invalid_request_error",  # noqa: A002 - OpenAI's field name
+        type: str = "invalid_request_error",
         param: str | None = None,
         code: str | None = None,
         retry_after: float | None = None,
@@ -38,7 +38,9 @@ class APIError(Exception):
         headers = {}
         if self.retry_after is not None:
             headers["Retry-After"] = str(max(1, round(self.retry_after)))
-        return web.Response(status=self.status, text=json.dumps(self.body()), content_type="application/json", headers=headers)
+        return web.Response(
+            status=self.status, text=json.dumps(self.body()), content_type="application/json", headers=headers
+        )
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
@@ -47,7 +49,10 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 
 def model_not_found(model: str, served: str) -> APIError:
     return APIError(
-        404, f"The model {model!r} does not exist on this worker; it serves {served!r}.", param="model", code="model_not_found"
+        404,
+        f"The model {model!r} does not exist on this worker; it serves {served!r}.",
+        param="model",
+        code="model_not_found",
     )
 
 

@@ -38,7 +38,9 @@ class WorkerMetrics:
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.prompt_tokens = Counter("smmf_prompt_tokens", "Prompt tokens processed", registry=self.registry)
-        self.completion_tokens = Counter("smmf_completion_tokens", "Completion tokens generated", registry=self.registry)
+        self.completion_tokens = Counter(
+            "smmf_completion_tokens", "Completion tokens generated", registry=self.registry
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -10,7 +10,6 @@ module.
 from __future__ import annotations
 
 import argparse
-from abc import ABC
 from collections.abc import AsyncIterator
 from typing import ClassVar, Literal
 
@@ -25,7 +24,7 @@ class ModelLoadError(Exception):
     """A backend could not load its model; the message says what to fix."""
 
 
-class Backend(ABC):
+class Backend:
     #: What the instance record's `backend` field says about this engine.
     name: ClassVar[str]
     #: Set on engines that do not run a real model, and shown in /v1/models.

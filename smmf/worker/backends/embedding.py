@@ -49,7 +49,9 @@ class EmbeddingBackend(Backend):
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise ModelLoadError("the embedding backend needs the embeddings extra: pip install 'smmf[embeddings]'") from None
+            raise ModelLoadError(
+                "the embedding backend needs the embeddings extra: pip install 'smmf[embeddings]'"
+            ) from None
         self._model = await self._engine.call(lambda: SentenceTransformer(str(path), device=self.device))
 
     async def close(self) -> None:

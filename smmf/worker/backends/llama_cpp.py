@@ -20,14 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ...instance import Kind
-from ..chat_format import FORMATS
+from ..chat_format import FORMATS, check_format, plain_prompt
 from ..errors import bad_request
 from ..protocol import ChatRequest, CompletionRequest, Delta, EmbeddingRequest, Usage
 from ..threads import EngineThread
 from .base import Backend, ModelLoadError
-
-DEFAULT_COMPLETION_TOKENS = 16
-DEFAULT_CHAT_TOKENS = 256
 
 
 def _held_back(text: str, stops: list[str]) -> int:
@@ -52,13 +49,11 @@ class LlamaCppBackend(Backend):
         embedding: bool = False,
         chat_format: str = "gemma",
     ) -> None:
-        if chat_format not in FORMATS:
-            raise ValueError(f"--chat-format must be one of {', '.join(FORMATS)}")
         self.model_path = model_path
         self.n_ctx = n_ctx
         self.threads = threads
         self.embedding = embedding
-        self.chat_format = chat_format
+        self.chat_format = check_format(chat_format)
         if embedding:
             self.kind = Kind.EMBEDDING
             self.endpoints = frozenset({"embeddings"})
@@ -83,7 +78,9 @@ class LlamaCppBackend(Backend):
         try:
             from llama_cpp import Llama
         except ImportError:
-            raise ModelLoadError("the llama-cpp backend needs the llama-cpp extra (see `make demo` for the build)") from None
+            raise ModelLoadError(
+                "the llama-cpp backend needs the llama-cpp extra (see `make demo` for the build)"
+            ) from None
         path = Path(self.model_path) if self.model_path else await self._engine.call(gemma_gguf)
         if not path.is_file():
             raise ModelLoadError(f"--model-path {path} is not a file")
@@ -101,14 +98,13 @@ class LlamaCppBackend(Backend):
     async def close(self) -> None:
         self._engine.shutdown()
 
-    def _prompt(self, request: ChatRequest | CompletionRequest) -> tuple[str, list[str], int]:
-        if isinstance(request, ChatRequest):
-            render, turn_stops = FORMATS[self.chat_format]
-            return render(request.messages), request.stops + turn_stops, request.token_limit or DEFAULT_CHAT_TOKENS
-        return request.text, request.stops, request.token_limit or DEFAULT_COMPLETION_TOKENS
-
     def _produce(
-        self, prompt: str, stops: list[str], limit: int, request: ChatRequest | CompletionRequest, cancelled: threading.Event
+        self,
+        prompt: str,
+        stops: list[str],
+        limit: int,
+        request: ChatRequest | CompletionRequest,
+        cancelled: threading.Event,
     ) -> Iterator[Delta]:
         import llama_cpp
 
@@ -155,7 +151,7 @@ class LlamaCppBackend(Backend):
         yield Delta(text[len(sent) :], finish, Usage(len(prompt_tokens), len(generated)))
 
     def generate(self, request: ChatRequest | CompletionRequest) -> AsyncIterator[Delta]:
-        prompt, stops, limit = self._prompt(request)
+        prompt, stops, limit = plain_prompt(request, self.chat_format)
         return self._engine.iterate(lambda cancelled: self._produce(prompt, stops, limit, request, cancelled))
 
     async def embed(self, request: EmbeddingRequest) -> tuple[list[list[float]], int]:

@@ -61,7 +61,9 @@ class ProxyBackend(Backend):
         if self.api_key_env:
             key = os.environ.get(self.api_key_env)
             if not key:
-                raise ModelLoadError(f"--api-key-env names {self.api_key_env}, but that environment variable is not set")
+                raise ModelLoadError(
+                    f"--api-key-env names {self.api_key_env}, but that environment variable is not set"
+                )
             headers["Authorization"] = f"Bearer {key}"
         self._session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout))
 

@@ -20,7 +20,7 @@ from ..errors import APIError
 from ..protocol import ChatRequest, CompletionRequest, Delta, Usage
 from .base import Backend
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 - a sentence reads better than thirty quoted words
     "the model answers with simulated words that carry no meaning but arrive at a steady pace "
     "like tokens from a real engine under load so balancers and tests can measure what they need"
 ).split()

@@ -15,12 +15,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from ..chat_format import FORMATS
+from ..chat_format import DEFAULT_CHAT_TOKENS, FORMATS, check_format, plain_prompt
 from ..protocol import ChatRequest, CompletionRequest, Delta, Usage
 from .base import Backend, ModelLoadError
-
-DEFAULT_COMPLETION_TOKENS = 16
-DEFAULT_CHAT_TOKENS = 256
 
 
 class VllmBackend(Backend):
@@ -34,12 +31,10 @@ class VllmBackend(Backend):
         chat_format: str = "gemma",
         kv_cache_gb: int | None = None,
     ) -> None:
-        if chat_format not in FORMATS:
-            raise ValueError(f"--chat-format must be one of {', '.join(FORMATS)}")
         self.model_path = model_path
         self.max_model_len = max_model_len
         self.dtype = dtype
-        self.chat_format = chat_format
+        self.chat_format = check_format(chat_format)
         self.kv_cache_gb = kv_cache_gb
         self._engine: Any = None
         self._has_template = False
@@ -85,15 +80,11 @@ class VllmBackend(Backend):
             self._engine = None
 
     def _prompt(self, request: ChatRequest | CompletionRequest) -> tuple[str, list[str], int]:
-        if isinstance(request, CompletionRequest):
-            return request.text, request.stops, request.token_limit or DEFAULT_COMPLETION_TOKENS
-        limit = request.token_limit or DEFAULT_CHAT_TOKENS
-        if self._has_template:
+        if isinstance(request, ChatRequest) and self._has_template:
             messages = [{"role": m.role, "content": m.text} for m in request.messages]
             prompt = self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return prompt, request.stops, limit
-        render, turn_stops = FORMATS[self.chat_format]
-        return render(request.messages), request.stops + turn_stops, limit
+            return prompt, request.stops, request.token_limit or DEFAULT_CHAT_TOKENS
+        return plain_prompt(request, self.chat_format)
 
     async def generate(self, request: ChatRequest | CompletionRequest) -> AsyncIterator[Delta]:
         from vllm import SamplingParams

@@ -1,0 +1,231 @@
+"""Worker benchmark: what the HTTP layer costs.
+
+1. llama.cpp overhead: generated tokens/s through `smmf worker llama-cpp`
+   over HTTP, against llama-cpp-python called in this process, with the same
+   prompts and parameters (greedy, fixed max_tokens).  The two run in
+   alternating rounds so machine noise falls on both; the ratio is reported.
+2. sim throughput: requests/s from a zero-latency `smmf worker sim` at
+   concurrency 64, the worker pinned to one core and the load generator to
+   the other.
+
+Run: `.venv/bin/python bench/worker.py` (or `make bench`).  Writes
+bench/results/worker.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+PROMPTS = [
+    "The history of the printing press begins",
+    "A good recipe for bread needs",
+    "The three largest planets in the solar system are",
+    "In the morning the harbour was quiet and",
+    "To configure a web server you first",
+]
+
+
+class Worker:
+    """`smmf worker ...` in a subprocess on a free port, optionally pinned to CPUs; stopped by PID."""
+
+    def __init__(self, args: list[str], cpus: str | None = None) -> None:
+        prefix = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "smmf.cli", "worker", *args, "--port", "0"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().decode().strip()
+        if not self.url.startswith("http"):
+            self.stop()
+            raise RuntimeError(f"worker {args[:1]} did not start")
+
+    async def wait_healthy(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as session:
+            while time.monotonic() < deadline:
+                try:
+                    async with session.get(f"{self.url}/health") as reply:
+                        if reply.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise RuntimeError("worker not healthy")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# -- 1. llama.cpp through HTTP vs in-process ---------------------------------
+
+
+def in_process_round(llm: object, max_tokens: int) -> tuple[int, float]:
+    tokens, started = 0, time.perf_counter()
+    for prompt in PROMPTS:
+        out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, top_p=1.0)  # type: ignore[attr-defined]
+        tokens += out["usage"]["completion_tokens"]
+    return tokens, time.perf_counter() - started
+
+
+async def http_round(url: str, max_tokens: int) -> tuple[int, float]:
+    tokens, started = 0, time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        for prompt in PROMPTS:
+            body = {"model": "gemma", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "top_p": 1}
+            async with session.post(f"{url}/v1/completions", json=body) as reply:
+                tokens += (await reply.json())["usage"]["completion_tokens"]
+    return tokens, time.perf_counter() - started
+
+
+async def llama_overhead(rounds: int, max_tokens: int, threads: int) -> dict[str, object]:
+    from llama_cpp import Llama
+
+    from smmf.worker.bundled import gemma_gguf
+
+    path = gemma_gguf()
+    worker = Worker(["llama-cpp", "--model", "gemma", "--threads", str(threads), "--n-ctx", "2048"])
+    try:
+        await worker.wait_healthy()
+        llm = Llama(model_path=str(path), n_ctx=2048, n_threads=threads, verbose=False)
+        await http_round(worker.url, 8)  # warm both
+        in_process_round(llm, 8)
+        direct, http = [], []
+        for _ in range(rounds):
+            tokens, seconds = in_process_round(llm, max_tokens)
+            direct.append(tokens / seconds)
+            tokens, seconds = await http_round(worker.url, max_tokens)
+            http.append(tokens / seconds)
+            print(f"  round: in-process {direct[-1]:.1f} tok/s, http {http[-1]:.1f} tok/s", flush=True)
+    finally:
+        worker.stop()
+    return {
+        "rounds": rounds,
+        "prompts": len(PROMPTS),
+        "max_tokens": max_tokens,
+        "threads": threads,
+        "in_process_tok_s": [round(x, 2) for x in direct],
+        "http_tok_s": [round(x, 2) for x in http],
+        "in_process_median_tok_s": round(statistics.median(direct), 2),
+        "http_median_tok_s": round(statistics.median(http), 2),
+        "ratio": round(statistics.median(http) / statistics.median(direct), 3),
+        "target_ratio": 0.95,
+    }
+
+
+# -- 2. sim worker throughput --------------------------------------------------
+
+
+async def sim_throughput(concurrency: int, seconds: float) -> dict[str, object]:
+    worker = Worker(
+        ["sim", "--model", "sim", "--ttft-ms", "0", "--tpot-ms", "0", "--slots", "1024",
+         "--max-concurrency", "1024", "--max-queue", "1024"],
+        cpus="0",
+    )  # fmt: skip
+    try:
+        await worker.wait_healthy()
+        if shutil.which("taskset"):
+            os.sched_setaffinity(0, {1})
+        body = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
+        connector = aiohttp.TCPConnector(limit=concurrency)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def loop(deadline: float, counts: list[int]) -> None:
+                while time.perf_counter() < deadline:
+                    async with session.post(f"{worker.url}/v1/chat/completions", json=body) as reply:
+                        await reply.read()
+                        counts[0 if reply.status == 200 else 1] += 1
+
+            warm = [0, 0]
+            await asyncio.gather(*(loop(time.perf_counter() + 1.0, warm) for _ in range(concurrency)))
+            counts = [0, 0]
+            started = time.perf_counter()
+            await asyncio.gather(*(loop(started + seconds, counts) for _ in range(concurrency)))
+            elapsed = time.perf_counter() - started
+            async with session.get(f"{worker.url}/metrics") as reply:
+                metrics = await reply.text()
+            served = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in metrics.splitlines()
+                if line.startswith('smmf_requests_total{endpoint="/v1/chat/completions",status="200"}')
+            )
+            affinity = subprocess.run(["taskset", "-pc", str(worker.proc.pid)], capture_output=True, text=True).stdout
+    finally:
+        worker.stop()
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    return {
+        "concurrency": concurrency,
+        "seconds": round(elapsed, 2),
+        "ok": counts[0],
+        "errors": counts[1],
+        "requests_per_s": round(counts[0] / elapsed, 1),
+        "worker_counted_total": served,
+        "worker_affinity": affinity.strip().rsplit(":", 1)[-1].strip(),
+        "output_tokens_per_request": 16,
+        "worker_cpus": "0" if shutil.which("taskset") else "unpinned",
+        "target_requests_per_s": 1500,
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    results: dict[str, object] = {
+        "benchmark": "worker",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    }
+    if not args.skip_llama:
+        print("llama.cpp: tokens/s in-process vs through smmf worker over HTTP ...", flush=True)
+        results["llama_cpp"] = await llama_overhead(args.rounds, args.max_tokens, args.threads)
+    print(f"sim: requests/s at concurrency {args.concurrency}, worker on one core ...", flush=True)
+    results["sim"] = await sim_throughput(args.concurrency, args.seconds)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "worker.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    if "llama_cpp" in results:
+        llama = results["llama_cpp"]
+        print("llama.cpp            in-process tok/s  http tok/s  ratio  target")
+        print(f"gemma-3-270m Q4_K_M  {llama['in_process_median_tok_s']:>17}  {llama['http_median_tok_s']:>10}"  # type: ignore[index]
+              f"  {llama['ratio']:>5}  >= 0.95")  # type: ignore[index]  # fmt: skip
+    sim = results["sim"]
+    print(f"sim worker           concurrency {sim['concurrency']}: {sim['requests_per_s']} req/s"  # type: ignore[index]
+          f" ({sim['errors']} errors), target >= 1500")  # type: ignore[index]  # fmt: skip
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--skip-llama", action="store_true")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse()))
