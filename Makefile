@@ -36,7 +36,7 @@ test-main: etcd venv
 	$(PY) -m pytest -q -p no:cacheprovider -m "not vllm"
 
 test-vllm: venv-vllm
-	$(VPY) -m pytest -q -p no:cacheprovider -m vllm tests/test_worker_vllm.py
+	$(VPY) -m pytest -q -p no:cacheprovider -m vllm tests/test_worker_vllm.py tests/test_sidecar_vllm.py
 
 venv: $(VENV)/.installed
 

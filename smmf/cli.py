@@ -93,6 +93,76 @@ def _add_worker(commands: argparse._SubParsersAction) -> None:
         sub.set_defaults(sync_run=_worker, backend_class=cls)
 
 
+def _labels(pairs: list[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--label takes KEY=VALUE, got {pair!r}")
+        labels[key] = value
+    return labels
+
+
+def _sidecar(args: argparse.Namespace) -> int:
+    from .instance import Kind
+    from .sidecar.agent import Sidecar, SidecarConfig
+    from .sidecar.upstream import UpstreamType
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    try:
+        config = SidecarConfig(
+            model=args.model,
+            upstream=args.upstream,
+            registry=args.registry,
+            kind=Kind(args.kind) if args.kind else None,
+            weight=args.weight,
+            labels=_labels(args.label),
+            ttl=args.ttl,
+            probe_interval=args.probe_interval,
+            load_interval=args.load_interval,
+            advertise=args.advertise,
+            upstream_type=UpstreamType(args.upstream_type),
+            drain_timeout=args.drain_timeout,
+            command=command,
+        )
+        sidecar = Sidecar(config)
+    except (ValueError, RegistryError) as exc:
+        print(f"smmf sidecar: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(sidecar.run())
+
+
+def _add_sidecar(commands: argparse._SubParsersAction) -> None:
+    from .instance import Kind
+    from .sidecar.upstream import UpstreamType
+
+    sidecar = commands.add_parser(
+        "sidecar",
+        help="register a model server in the registry and keep its record true",
+        usage="smmf sidecar --model NAME --upstream URL [options] [-- COMMAND ARGS...]",
+    )
+    sidecar.add_argument("--model", required=True, help="the model name clients ask for")
+    sidecar.add_argument("--upstream", required=True, help="root URL of the server (its /health, /metrics, /v1)")
+    sidecar.add_argument("--registry", help="registry URL (default: $SMMF_REGISTRY or the embedded file registry)")
+    sidecar.add_argument(
+        "--kind", choices=[k.value for k in Kind], help="default: what an smmf worker reports, else llm"
+    )
+    sidecar.add_argument("--weight", type=float, default=1.0, help="relative capacity")
+    sidecar.add_argument("--label", action="append", default=[], metavar="K=V", help="repeatable")
+    sidecar.add_argument("--ttl", type=float, default=10.0, help="lease seconds: how soon a dead sidecar disappears")
+    sidecar.add_argument("--probe-interval", type=float, default=2.0, help="seconds between health probes")
+    sidecar.add_argument(
+        "--load-interval", type=float, default=1.0, help="at most one load write per this many seconds"
+    )
+    sidecar.add_argument("--advertise", help="root URL clients should call, when it differs from --upstream")
+    sidecar.add_argument(
+        "--upstream-type", choices=[t.value for t in UpstreamType], default="smmf", help="how to probe and read load"
+    )
+    sidecar.add_argument("--drain-timeout", type=float, default=30.0, help="longest wait for in-flight work")
+    sidecar.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ARGS: start and supervise the server")
+    sidecar.set_defaults(sync_run=_sidecar)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smmf", description="service-oriented multi-model management")
     parser.add_argument("--version", action="version", version=f"smmf {__version__}")
@@ -105,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.set_defaults(run=_ls)
 
     _add_worker(commands)
+    _add_sidecar(commands)
     return parser
 
 

@@ -63,10 +63,12 @@ def start_smmf(tmp_path: Path) -> Iterator[Callable[..., SmmfProcess]]:
     """Start `smmf ...` processes (workers print their URL first); all are stopped by PID at teardown."""
     started: list[SmmfProcess] = []
 
-    def start(*args: str, healthy: bool = True, timeout: float = 60.0, **kwargs: object) -> SmmfProcess:
+    def start(
+        *args: str, healthy: bool = True, expect_url: bool = True, timeout: float = 60.0, **kwargs: object
+    ) -> SmmfProcess:
         process = SmmfProcess(list(args), tmp_path, **kwargs)  # type: ignore[arg-type]
         started.append(process)
-        process.start(url_timeout=timeout)
+        process.start(url_timeout=timeout, expect_url=expect_url)
         return process.wait_healthy(timeout) if healthy else process
 
     yield start

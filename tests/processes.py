@@ -27,13 +27,20 @@ class SmmfProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
-    def start(self, url_timeout: float = 60.0) -> SmmfProcess:
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, url_timeout: float = 60.0, expect_url: bool = True) -> SmmfProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [self.python, "-m", "smmf.cli", *self.args],
-                stdout=subprocess.PIPE, stderr=log, env=self.env, cwd=ROOT,
+                stdout=subprocess.PIPE if expect_url else log, stderr=log, env=self.env, cwd=ROOT,
             )  # fmt: skip
+        if not expect_url:
+            return self
         line: list[bytes] = []
         reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
         reader.start()
@@ -74,3 +81,8 @@ class SmmfProcess:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return self.proc.returncode
+
+    def children(self) -> list[int]:
+        """PIDs of this process's direct children (from /proc)."""
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [int(pid) for pid in path.read_text().split()] if path.exists() else []

@@ -81,13 +81,19 @@ class AdminAction(StrEnum):
 
 
 class AdminState(BaseModel):
-    """The value under `admin/<id>`; `requested_at` makes a repeated action a new event."""
+    """The value under `admin/<id>`.
+
+    `requested_at` makes a repeated action a new event.  The sidecar writes the
+    same state back with `acked_at` once it has acted, so a management tool
+    can wait for that, and a one-shot action (`restart`) is never redone.
+    """
 
     model_config = ConfigDict(extra="ignore")
 
     action: AdminAction
     requested_at: float = Field(default_factory=time.time)
     requested_by: str | None = None
+    acked_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
@@ -201,6 +202,11 @@ class Registry:
     async def put_admin(self, instance_id: str, action: AdminAction | str, requested_by: str | None = None) -> None:
         state = AdminState(action=AdminAction(action), requested_by=requested_by)
         await self.store.put(admin_key(instance_id), state.model_dump_json().encode())
+
+    async def ack_admin(self, instance_id: str, state: AdminState) -> None:
+        """Record that the sidecar has carried out `state` (written back with `acked_at`)."""
+        acked = state.model_copy(update={"acked_at": time.time()})
+        await self.store.put(admin_key(instance_id), acked.model_dump_json().encode())
 
     async def get_admin(self, instance_id: str) -> AdminState | None:
         key = admin_key(instance_id)

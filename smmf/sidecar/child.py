@@ -1,0 +1,112 @@
+"""Supervising the worker process a sidecar starts: restart with backoff, stop on request.
+
+The child runs in its own process group, so a Ctrl-C meant for the sidecar
+does not kill it before the sidecar has drained it.  On Linux it also gets
+SIGTERM if the sidecar dies (even by SIGKILL), so no worker outlives its
+sidecar unregistered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+
+from ..registry_drivers.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+#: A child that stayed up this long resets the restart backoff.
+STABLE_AFTER = 30.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Child:
+    def __init__(self, command: list[str], on_exit: Callable[[int], Awaitable[None]]) -> None:
+        self.command = command
+        self._on_exit = on_exit
+        self._proc: asyncio.subprocess.Process | None = None
+        self._backoff = Backoff(base=1.0, cap=30.0)
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def _spawn(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.command, start_new_session=True, preexec_fn=_die_with_parent
+        )
+        log.info("child started: pid %d: %s", self._proc.pid, " ".join(self.command))
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._task = asyncio.create_task(self._supervise())
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            assert self._proc is not None
+            started = time.monotonic()
+            code = await self._proc.wait()
+            if self._stopping:
+                return
+            if time.monotonic() - started > STABLE_AFTER:
+                self._backoff.reset()
+            delay = self._backoff.next_delay()
+            log.warning("child pid %d exited with %d; restarting in %.1fs", self._proc.pid, code, delay)
+            await self._on_exit(code)
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            await self._spawn()
+            self.restarts += 1
+            log.info("child restarted (%d restarts)", self.restarts)
+
+    async def restart(self, timeout: float = 20.0) -> None:
+        """Stop the child and start it again now (an operator's restart, not a crash)."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+        await self._terminate(timeout)
+        self._stopping = False
+        await self._spawn()
+        self.restarts += 1
+        log.info("child restarted on request (%d restarts)", self.restarts)
+        self._task = asyncio.create_task(self._supervise())
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+        await self._terminate(timeout)
+
+    async def _terminate(self, timeout: float) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout)
+        except TimeoutError:
+            log.warning("child pid %d ignored SIGTERM for %.0fs; killing it", proc.pid, timeout)
+            proc.kill()
+            await proc.wait()
+
+    def kill_now(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()

@@ -1,0 +1,270 @@
+"""The sidecar against real processes: a `smmf worker sim` child, the embedded file registry and real etcd."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from etcd_server import EtcdCluster, free_port
+from helpers import eventually
+from processes import SmmfProcess
+from smmf.instance import Instance, State
+from smmf.registry_drivers import AdminAction, Put, Registry, open_registry
+
+TTL = 2.0
+PROBE = 0.5
+StartEtcd = Callable[..., EtcdCluster]
+
+
+class Deployment:
+    """One sidecar supervising one sim worker on a known port, and a registry client to look at them."""
+
+    def __init__(self, process: SmmfProcess, registry: Registry, model: str, port: int) -> None:
+        self.process = process
+        self.registry = registry
+        self.model = model
+        self.port = port
+
+    async def records(self) -> list[Instance]:
+        return (await self.registry.list(self.model)).records
+
+    async def record(self) -> Instance | None:
+        found = await self.records()
+        return found[0] if found else None
+
+    async def wait_registered(self, timeout: float = 30.0) -> Instance:
+        return await eventually(self.record, timeout)
+
+    async def wait_gone(self, timeout: float) -> float:
+        started = time.monotonic()
+        await eventually(self._absent, timeout)
+        return time.monotonic() - started
+
+    async def _absent(self) -> bool:
+        return not await self.records()
+
+    def sdk(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture
+def deploy(tmp_path: Path, start_smmf: Callable[..., SmmfProcess]) -> Iterator[Callable[..., Deployment]]:
+    opened: list[Registry] = []
+
+    def start(registry_url: str, *sidecar_args: str, sim_args: tuple[str, ...] = ()) -> Deployment:
+        model = f"sim-{uuid.uuid4().hex[:6]}"
+        port = free_port()
+        process = start_smmf(
+            "sidecar", "--registry", registry_url, "--model", model, "--upstream", f"http://127.0.0.1:{port}",
+            "--ttl", str(TTL), "--probe-interval", str(PROBE), *sidecar_args,
+            "--", sys.executable, "-m", "smmf.cli", "worker", "sim", "--model", model, "--port", str(port), *sim_args,
+            healthy=False, expect_url=False,
+        )  # fmt: skip
+        registry = open_registry(registry_url)
+        opened.append(registry)
+        return Deployment(process, registry, model, port)
+
+    yield start
+    for registry in opened:
+        with contextlib.suppress(Exception):
+            asyncio.get_event_loop().run_until_complete(registry.close())
+
+
+@pytest.fixture(params=["file", "etcd"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "file":
+        return f"file://{tmp_path}/registry.db"
+    return request.getfixturevalue("etcd").url(f"/sidecar-{uuid.uuid4().hex[:6]}")
+
+
+async def test_record_appears_with_the_right_fields(deploy: Callable[..., Deployment], url: str) -> None:
+    d = deploy(url, "--weight", "2.5", "--label", "zone=a", "--label", "gpu=none")
+    rec = await d.wait_registered()
+    assert rec.model == d.model and rec.endpoint == f"http://127.0.0.1:{d.port}/v1"
+    assert rec.id.startswith(f"127.0.0.1:{d.port}-")
+    assert (rec.backend, rec.kind.value, rec.state, rec.weight) == ("sim", "llm", State.UP, 2.5)
+    assert rec.labels == {"zone": "a", "gpu": "none"}
+    reply = d.sdk().chat.completions.create(model=d.model, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert reply.choices[0].message.content
+
+
+async def test_kill_9_of_the_sidecar(deploy: Callable[..., Deployment], url: str) -> None:
+    d = deploy(url)
+    await d.wait_registered()
+    (child,) = d.process.children()
+    d.process.proc.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    gone_after = await d.wait_gone(TTL + 1)
+    print(f"kill -9 sidecar ({url.split(':')[0]}): record gone after {gone_after:.2f}s (ttl {TTL}s)")
+    await eventually(lambda: _dead(child), 10)  # the worker does not outlive its sidecar
+
+
+async def _dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+async def test_kill_9_of_the_child(deploy: Callable[..., Deployment], tmp_path: Path) -> None:
+    d = deploy(f"file://{tmp_path}/r.db")
+    first = await d.wait_registered()
+    (child,) = d.process.children()
+    os.kill(child, signal.SIGKILL)
+    withdrawn_after = await d.wait_gone(2 * PROBE)
+    back = await d.wait_registered(20)
+    (restarted,) = d.process.children()
+    assert restarted != child and back.id == first.id
+    print(f"kill -9 child: withdrawn after {withdrawn_after:.2f}s (probe {PROBE}s), back with child {restarted}")
+    assert "child restarted" in d.process.log()
+
+
+async def test_sigterm_during_a_stream_drains_first(deploy: Callable[..., Deployment], tmp_path: Path) -> None:
+    d = deploy(f"file://{tmp_path}/r.db", sim_args=("--ttft-ms", "0", "--tpot-ms", "50"))
+    await d.wait_registered()
+    pieces: list[str] = []
+    stream = d.sdk().chat.completions.create(
+        model=d.model, messages=[{"role": "user", "content": "long"}], max_tokens=40, stream=True
+    )
+    first = next(iter(stream))
+    reader = threading.Thread(target=lambda: pieces.extend(c.choices[0].delta.content or "" for c in stream))
+    reader.start()
+
+    d.process.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    draining = await eventually(lambda: _state(d, State.DRAINING), 2)
+    assert draining, "clients see the instance draining while the stream still runs"
+    assert reader.is_alive()
+
+    await asyncio.to_thread(reader.join, 30)
+    assert len(pieces) + 1 >= 40 and first.choices[0].delta.role == "assistant", "the stream completed"
+    await d.wait_gone(5)
+    assert await asyncio.to_thread(d.process.proc.wait, 30) == 0  # type: ignore[union-attr]
+
+
+async def _state(d: Deployment, state: State) -> bool:
+    rec = await d.record()
+    return rec is not None and rec.state is state
+
+
+async def test_registry_restarted_without_its_data(deploy: Callable[..., Deployment], start_etcd: StartEtcd) -> None:
+    cluster = start_etcd()
+    d = deploy(cluster.url("/outage"))
+    await d.wait_registered()
+    member = cluster.members[0]
+    member.stop()
+    await asyncio.sleep(5)
+    shutil.rmtree(member.data_dir)  # the lease dies with the data: the sidecar must register again
+    started = time.monotonic()
+    member.start()
+    member.wait_ready()
+    answered = time.monotonic()
+    async with open_registry(cluster.url("/outage")) as fresh:
+        await eventually(lambda: _listed(fresh, d.model), 2)
+        back = time.monotonic()
+    print(
+        f"etcd down 5s, restarted empty: ready {answered - started:.2f}s after start;"
+        f" record listed {back - answered:.2f}s after ready, {back - started:.2f}s after start"
+    )
+    assert d.process.proc.poll() is None and "registered" in d.process.log()  # type: ignore[union-attr]
+
+
+async def _listed(registry: Registry, model: str) -> bool:
+    return bool((await registry.list(model)).records)
+
+
+async def test_etcd_stopped_for_five_seconds(deploy: Callable[..., Deployment], start_etcd: StartEtcd) -> None:
+    cluster = start_etcd()
+    d = deploy(cluster.url("/pause"))
+    rec = await d.wait_registered()
+    cluster.members[0].stop()
+    await asyncio.sleep(5)
+    cluster.members[0].start()
+    cluster.members[0].wait_ready()
+    answered = time.monotonic()
+    async with open_registry(cluster.url("/pause")) as fresh:
+        await eventually(lambda: _listed(fresh, d.model), 2)
+        print(f"etcd down 5s (data kept): record listed {time.monotonic() - answered:.2f}s after etcd answered")
+        await asyncio.sleep(TTL * 1.5)
+        assert [r.id for r in (await fresh.list(d.model)).records] == [rec.id], "kept alive, not just not yet expired"
+
+
+async def test_admin_keys(deploy: Callable[..., Deployment], url: str) -> None:
+    d = deploy(url)
+    rec = await d.wait_registered()
+
+    async def acked(action: AdminAction) -> bool:
+        state = await d.registry.get_admin(rec.id)
+        return state is not None and state.action is action and state.acked_at is not None
+
+    await d.registry.put_admin(rec.id, AdminAction.OFFLINE)
+    await d.wait_gone(5)
+    await eventually(lambda: acked(AdminAction.OFFLINE), 5)
+    await asyncio.sleep(3 * PROBE)
+    assert await d.record() is None, "offline stays offline while the worker is healthy"
+
+    await d.registry.put_admin(rec.id, AdminAction.ONLINE)
+    assert (await d.wait_registered(5)).id == rec.id
+    await eventually(lambda: acked(AdminAction.ONLINE), 5)
+
+    await d.registry.put_admin(rec.id, AdminAction.DRAIN)
+    await eventually(lambda: acked(AdminAction.DRAIN), 10)
+    assert await d.record() is None
+    await d.registry.put_admin(rec.id, AdminAction.ONLINE)
+    await d.wait_registered(5)
+
+    (child,) = d.process.children()
+    await d.registry.put_admin(rec.id, AdminAction.RESTART)
+    await eventually(lambda: acked(AdminAction.RESTART), 30)
+    assert (await d.record()) is not None
+    (new_child,) = d.process.children()
+    assert new_child != child, "restart restarts the worker"
+
+
+async def test_published_load_follows_real_load(deploy: Callable[..., Deployment], tmp_path: Path) -> None:
+    d = deploy(f"file://{tmp_path}/r.db", sim_args=("--ttft-ms", "0", "--tpot-ms", "20", "--max-concurrency", "8"))
+    rec = await d.wait_registered()
+    puts: list[Instance] = []
+
+    async def count() -> None:
+        async for event in d.registry.watch(d.model):
+            if isinstance(event, Put) and event.id == rec.id:
+                puts.append(event.value)
+
+    watcher = asyncio.create_task(count())
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{d.port}/v1", api_key="unused", max_retries=0)
+    stop = time.monotonic() + 10
+
+    async def load(seed: int) -> None:
+        pause = random.Random(seed)
+        while time.monotonic() < stop:  # busy, then idle for a moment: the in-flight count keeps changing
+            await client.chat.completions.create(
+                model=d.model, messages=[{"role": "user", "content": "x"}], max_tokens=20
+            )
+            await asyncio.sleep(pause.uniform(0, 0.6))
+
+    await asyncio.gather(*(load(seed) for seed in range(4)))
+    writes_under_load = len(puts)
+    seen = sorted({p.load.inflight for p in puts})
+    await eventually(lambda: _idle(d), 5)
+    watcher.cancel()
+    print(f"load publishing: {writes_under_load} registry writes in 10s of changing load, inflight values {seen}")
+    assert writes_under_load >= 3 and max(seen) >= 2, "the published in-flight count follows the real load"
+    assert writes_under_load <= 12, "at most about one write per second"
+
+
+async def _idle(d: Deployment) -> bool:
+    rec = await d.record()
+    return rec is not None and rec.load.inflight == 0
