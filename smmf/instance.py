@@ -17,7 +17,9 @@ import time
 from collections import OrderedDict
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .templating import HttpTemplate
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -92,6 +94,8 @@ class Instance(BaseModel):
     load: Load = Field(default_factory=Load)
     labels: dict[str, str] = Field(default_factory=dict)
     api_key_env: str | None = None
+    #: For `protocol: template`: how to call the third-party API (the endpoint is its URL template).
+    template: HttpTemplate | None = None
     started_at: float = Field(default_factory=time.time)
 
     @field_validator("id")
@@ -111,6 +115,12 @@ class Instance(BaseModel):
     @classmethod
     def _check_endpoint(cls, value: str) -> str:
         return _non_blank(value, "endpoint")
+
+    @model_validator(mode="after")
+    def _template_needs_spec(self) -> Instance:
+        if self.protocol is Protocol.TEMPLATE and self.template is None:
+            raise ValueError("a protocol: template record needs its template")
+        return self
 
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True).encode()

@@ -17,11 +17,13 @@ import json
 import os
 import re
 from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
-import aiohttp
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "ExtractError",
@@ -31,6 +33,7 @@ __all__ = [
     "call_template",
     "extract",
     "parse_path",
+    "prompt_from_messages",
 ]
 
 PROMPT = "{USER_PROMPT}"
@@ -185,6 +188,8 @@ async def call_template(
     timeout: float = 60.0,
 ) -> str:
     """Render, send and extract: the answer text, or `TemplateCallError` / `ExtractError`."""
+    import aiohttp
+
     try:
         request = template.render(prompt, model=model, temperature=temperature)
     except KeyError as exc:
@@ -213,3 +218,12 @@ def _origin(url: str) -> str:
     """Scheme and host only: a URL may carry the prompt (or a key) in its query, which must not be logged."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def prompt_from_messages(messages: list[dict[str, Any]]) -> str:
+    """The text a template API gets for a chat: the last user message (text parts joined)."""
+    users = [m for m in messages if m.get("role") == "user"] or messages[-1:]
+    content = users[-1].get("content") if users else ""
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""

@@ -13,6 +13,7 @@ from helpers import Mirror, eventually, next_event, record
 from smmf.instance import Load, State
 from smmf.registry_drivers import AdminAction, Delete, Put, Registry, Snapshot, open_registry
 from smmf.registry_drivers.keys import instance_key
+from smmf.templating import HttpTemplate
 
 # etcd raises any TTL below 2 s to 2 s, so every driver is tested at 2 s.
 TTL = 2.0
@@ -126,7 +127,8 @@ async def test_update_keeps_the_same_lease(registry: Registry) -> None:
 
 
 async def test_persistent_record_lives_until_removed(registry: Registry) -> None:
-    rec = record(protocol="template", endpoint="https://api.example.invalid/v1/chat?q={USER_PROMPT}")
+    url = "https://api.example.invalid/v1/chat?q={USER_PROMPT}"
+    rec = record(protocol="template", endpoint=url, template=HttpTemplate(url=url, method="GET"))
     lease = await registry.register(rec, ttl=None)
     assert lease.lease_id is None
     await asyncio.sleep(TTL + 0.5)

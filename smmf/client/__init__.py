@@ -1,1 +1,26 @@
-"""The client library: watched instance cache, client-side balancing, failover."""
+"""The client library: watched instance cache, client-side balancing, failover.
+
+Callers embed this instead of calling a central gateway: `ModelClient` (async),
+`SyncModelClient` (scripts) and `httpx_client()` (the official `openai` SDK,
+unchanged).
+"""
+
+from .api import ModelClient
+from .balancers import POLICIES
+from .calls import Stream
+from .errors import APIConnectionError, APIError, APIStatusError, NoInstanceAvailable, StreamInterrupted
+from .sync import SyncModelClient
+from .transport import httpx_client
+
+__all__ = [
+    "POLICIES",
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "ModelClient",
+    "NoInstanceAvailable",
+    "Stream",
+    "StreamInterrupted",
+    "SyncModelClient",
+    "httpx_client",
+]

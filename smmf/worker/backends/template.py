@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from pydantic import ValidationError
 
-from ...templating import ExtractError, HttpTemplate, TemplateCallError, call_template
+from ...templating import ExtractError, HttpTemplate, TemplateCallError, call_template, prompt_from_messages
 from ..errors import upstream_error
 from ..protocol import ChatRequest, CompletionRequest, Delta, Usage
 from .base import Backend
@@ -62,8 +62,7 @@ def add_template_arguments(parser: argparse.ArgumentParser) -> None:
 def prompt_text(request: ChatRequest | CompletionRequest) -> str:
     if isinstance(request, CompletionRequest):
         return request.text
-    users = [m.text for m in request.messages if m.role == "user"]
-    return users[-1] if users else request.messages[-1].text
+    return prompt_from_messages([m.model_dump() for m in request.messages])
 
 
 class TemplateBackend(Backend):

@@ -1,0 +1,122 @@
+"""Balancing: which of the available endpoints of a model gets this request.
+
+Each policy only picks; it never learns what exists (the cache does) nor
+what happened (endpoints do).  Policies that keep state (round robin) keep it
+per model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Sequence
+from typing import Protocol
+
+from .endpoint import Endpoint
+
+POLICIES = ("weighted_random", "round_robin", "least_loaded", "peak_ewma", "affinity")
+
+
+class Balancer(Protocol):
+    def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint: ...
+
+
+class WeightedRandom:
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.rng = rng or random.Random()
+
+    def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint:
+        return self.rng.choices(candidates, weights=[c.record.weight for c in candidates])[0]
+
+
+class SmoothRoundRobin:
+    """nginx's smooth weighted round robin: exact shares, interleaved (5,1,1 gives a a b a c a a)."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, float] = {}
+
+    def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint:
+        total = 0.0
+        best: Endpoint | None = None
+        for endpoint in candidates:
+            weight = endpoint.record.weight
+            total += weight
+            self.current[endpoint.id] = self.current.get(endpoint.id, 0.0) + weight
+            if best is None or self.current[endpoint.id] > self.current[best.id]:
+                best = endpoint
+        assert best is not None
+        self.current[best.id] -= total
+        return best
+
+
+class _PowerOfTwo:
+    """Pick two distinct candidates at random and keep the cheaper; ties are broken at random."""
+
+    def __init__(self, rng: random.Random | None = None) -> None:
+        self.rng = rng or random.Random()
+
+    def cost(self, endpoint: Endpoint) -> float:
+        raise NotImplementedError
+
+    def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint:
+        if len(candidates) == 1:
+            return candidates[0]
+        a, b = self.rng.sample(list(candidates), 2)
+        cost_a, cost_b = self.cost(a), self.cost(b)
+        if cost_a == cost_b:
+            return a if self.rng.random() < 0.5 else b
+        return a if cost_a < cost_b else b
+
+
+class LeastLoaded(_PowerOfTwo):
+    def cost(self, endpoint: Endpoint) -> float:
+        return endpoint.load
+
+
+class PeakEwma(_PowerOfTwo):
+    def cost(self, endpoint: Endpoint) -> float:
+        return endpoint.cost
+
+
+class Affinity:
+    """Rendezvous (highest-random-weight) hashing of a session key or prompt prefix, weighted.
+
+    The same key lands on the same instance while it stays available, and
+    only keys of a removed instance move.  When the preferred instance is
+    loaded above `threshold` times the pool's mean load (plus one request),
+    the request goes to the least loaded instead.
+    """
+
+    def __init__(self, threshold: float = 1.5, fallback: Balancer | None = None) -> None:
+        self.threshold = threshold
+        self.fallback = fallback or LeastLoaded()
+
+    @staticmethod
+    def _score(key: str, endpoint: Endpoint) -> float:
+        digest = hashlib.blake2b(f"{key}\0{endpoint.id}".encode(), digest_size=8).digest()
+        unit = (int.from_bytes(digest, "big") + 1) / 2**64
+        return -endpoint.record.weight / math.log(unit)
+
+    def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint:
+        if key is None:
+            return self.fallback.pick(candidates, key)
+        preferred = max(candidates, key=lambda c: self._score(key, c))
+        mean = sum(c.load for c in candidates) / len(candidates)
+        if preferred.load > self.threshold * mean + 1:
+            return self.fallback.pick(candidates, key)
+        return preferred
+
+
+def make(policy: str) -> Balancer:
+    if policy == "weighted_random":
+        return WeightedRandom()
+    if policy == "round_robin":
+        return SmoothRoundRobin()
+    if policy == "least_loaded":
+        return LeastLoaded()
+    if policy == "peak_ewma":
+        return PeakEwma()
+    if policy == "affinity":
+        return Affinity()
+    raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")

@@ -1,0 +1,88 @@
+"""The instance cache: one watch on the registry, kept in memory, read on every request.
+
+The request path reads this cache and never calls the registry.  The watch
+resyncs by itself after errors and never empties what it holds because the
+registry went away (see `registry_drivers.resync`), so a registry outage
+leaves the client serving from its last-known instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from ..instance import Instance
+from ..registry_drivers import Delete, Put, Registry, Snapshot
+from .endpoint import Endpoint
+
+log = logging.getLogger(__name__)
+
+
+class InstanceCache:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.models: dict[str, dict[str, Endpoint]] = {}
+        self._by_id: dict[str, str] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, timeout: float | None = 10.0) -> None:
+        """Begin watching; wait (up to `timeout`) for the first snapshot so the first request finds instances."""
+        self._task = asyncio.create_task(self._run())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        if not self._ready.is_set():
+            log.warning("no snapshot from %s yet; requests fail until the registry answers", self.registry.url)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        async for event in self.registry.watch():
+            if isinstance(event, Snapshot):
+                for instance_id in set(self._by_id) - set(event.items):
+                    self._remove(instance_id)
+                for record in event.items.values():
+                    self._put(record)
+                self._ready.set()
+            elif isinstance(event, Put):
+                self._put(event.value)
+            elif isinstance(event, Delete):
+                self._remove(event.id)
+
+    def _put(self, record: Instance) -> None:
+        previous_model = self._by_id.get(record.id)
+        if previous_model is not None and previous_model != record.model:
+            self._remove(record.id)
+        endpoints = self.models.setdefault(record.model, {})
+        endpoint = endpoints.get(record.id)
+        if endpoint is None:
+            endpoint = endpoints[record.id] = Endpoint(record)
+            endpoint.can_eject = lambda model=record.model: self._others_available(model)
+        else:
+            endpoint.record = record
+        self._by_id[record.id] = record.model
+
+    def _remove(self, instance_id: str) -> None:
+        model = self._by_id.pop(instance_id, None)
+        if model is None:
+            return
+        self.models.get(model, {}).pop(instance_id, None)
+        if not self.models.get(model):
+            self.models.pop(model, None)
+
+    def _others_available(self, model: str) -> bool:
+        """Ejecting one more instance still leaves the model at least one other available instance."""
+        now = time.monotonic()
+        return sum(ep.available(now) for ep in self.models.get(model, {}).values()) > 1
+
+    def endpoints(self, model: str) -> list[Endpoint]:
+        return list(self.models.get(model, {}).values())
+
+    def known_models(self) -> list[str]:
+        return sorted(self.models)
