@@ -29,19 +29,27 @@ class ChatMessage(_Result):
     content: str | None = None
 
 
-class ChatChoice(_Result):
+class _Choice(_Result):
     index: int = 0
-    message: ChatMessage
     finish_reason: str | None = None
 
 
-class ChatCompletion(_Result):
+class ChatChoice(_Choice):
+    message: ChatMessage
+
+
+class _Response(_Result):
+    """What every generation result and chunk carries besides its choices."""
+
     id: str
-    object: str = "chat.completion"
     created: int = 0
     model: str
-    choices: list[ChatChoice]
     usage: Usage | None = None
+
+
+class ChatCompletion(_Response):
+    object: str = "chat.completion"
+    choices: list[ChatChoice]
 
 
 class ChoiceDelta(_Result):
@@ -49,34 +57,22 @@ class ChoiceDelta(_Result):
     content: str | None = None
 
 
-class ChunkChoice(_Result):
-    index: int = 0
+class ChunkChoice(_Choice):
     delta: ChoiceDelta
-    finish_reason: str | None = None
 
 
-class ChatCompletionChunk(_Result):
-    id: str
+class ChatCompletionChunk(_Response):
     object: str = "chat.completion.chunk"
-    created: int = 0
-    model: str
     choices: list[ChunkChoice]
-    usage: Usage | None = None
 
 
-class CompletionChoice(_Result):
-    index: int = 0
+class CompletionChoice(_Choice):
     text: str
-    finish_reason: str | None = None
 
 
-class Completion(_Result):
-    id: str
+class Completion(_Response):
     object: str = "text_completion"
-    created: int = 0
-    model: str
     choices: list[CompletionChoice]
-    usage: Usage | None = None
 
 
 class Embedding(_Result):
