@@ -2,7 +2,7 @@
 #
 # Everything the tests need is installed from here, so a fresh clone on a
 # fresh machine passes:
-#   .venv       the package with its test, etcd, llama-cpp and embeddings extras
+#   .venv       the package with its test, etcd, llama-cpp, embeddings and otel extras
 #   .venv-vllm  vLLM's CPU build beside smmf (vLLM pins its own torch stack)
 #   etcd        the server binary from Debian's etcd-server package
 
@@ -43,7 +43,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL) | $(VENV)/bin/python
 	$(PIP) install --quiet --no-deps $(LLAMA_WHEEL)
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[test,etcd,llama-cpp,embeddings]'
+	$(PIP) install --quiet -e '.[test,etcd,llama-cpp,embeddings,otel]'
 	touch $@
 
 $(VENV)/bin/python:

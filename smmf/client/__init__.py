@@ -10,6 +10,7 @@ from .balancers import POLICIES
 from .calls import Stream
 from .errors import APIConnectionError, APIError, APIStatusError, NoInstanceAvailable, StreamInterrupted
 from .sync import SyncModelClient
+from .telemetry import Telemetry
 from .transport import httpx_client
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "Stream",
     "StreamInterrupted",
     "SyncModelClient",
+    "Telemetry",
     "httpx_client",
 ]

@@ -14,6 +14,8 @@ call's balancing policy) and `session_key` (for the `affinity` policy).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -26,6 +28,7 @@ from .cache import InstanceCache
 from .calls import Stream, as_chunk, call_template_instance, fetch, one_chunk, open_stream
 from .endpoint import Endpoint, Ticket
 from .router import Router
+from .telemetry import Call, Telemetry
 from .types import ChatCompletion, ChatCompletionChunk, Completion, CreateEmbeddingResponse
 
 R = TypeVar("R", bound=BaseModel)
@@ -53,6 +56,7 @@ class ModelClient:
         max_retries: int = 2,
         timeout: float = 600.0,
         connect_timeout: float = 5.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._registry = registry if isinstance(registry, Registry) else open_registry(registry)
         self._owns_registry = not isinstance(registry, Registry)
@@ -60,6 +64,7 @@ class ModelClient:
         self.router = Router(self.cache, policy, max_retries)
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self.telemetry = telemetry or Telemetry()
         self.chat = _Chat(self)
         self.completions = _Completions(self)
         self.embeddings = _Embeddings(self)
@@ -85,6 +90,10 @@ class ModelClient:
             await self._session.close()
         if self._owns_registry:
             await self._registry.close()
+
+    def feedback(self, response_id: str, score: float, comment: str | None = None) -> bool:
+        """Attach a user's rating to the call that produced `response_id` (needs the otel extra)."""
+        return self.telemetry.feedback(response_id, score, comment)
 
     def models(self) -> dict[str, list[Instance]]:
         """The models and instances currently known, from the cache."""
@@ -112,9 +121,12 @@ class ModelClient:
             raise ValueError("model is required")
         stream = bool(body.get("stream")) and chunk is not None
         chat = path == "/chat/completions"
-        key = affinity_key(body, session_key) if (policy or self.router.policy) == "affinity" else None
+        chosen = policy or self.router.policy
+        key = affinity_key(body, session_key) if chosen == "affinity" else None
+        call = self.telemetry.call(OPERATIONS[path], body, chosen)
 
         async def send(endpoint: Endpoint, ticket: Ticket) -> Any:
+            call.instance(endpoint)
             if endpoint.record.protocol is Protocol.TEMPLATE:
                 whole = await call_template_instance(self.session, endpoint, ticket, body, chat=chat)
                 result = (
@@ -126,7 +138,50 @@ class ModelClient:
                 return await open_stream(self.session, endpoint, ticket, path, body, chunk)  # type: ignore[arg-type]
             return await fetch(self.session, endpoint, ticket, path, body, parse)
 
-        return await self.router.run(model, send, policy=policy, key=key)
+        try:
+            result = await self.router.run(model, send, policy=policy, key=key, on_retry=call.retry)
+        except BaseException as exc:
+            call.finish(error=exc)
+            raise
+        if isinstance(result, Stream):
+            return Stream(_observed(result, call), result.instance_id)
+        call.finish(result, text=_text(result))
+        return result
+
+
+OPERATIONS = {"/chat/completions": "chat", "/completions": "text_completion", "/embeddings": "embeddings"}
+
+
+def _text(result: Any) -> str | None:
+    """The generated text of a result or chunk, for content capture."""
+    choices = getattr(result, "choices", None)
+    if not choices:
+        return None
+    choice = choices[0]
+    if hasattr(choice, "message"):
+        return choice.message.content
+    if hasattr(choice, "delta"):
+        return choice.delta.content
+    return getattr(choice, "text", None)
+
+
+async def _observed(stream: Stream[Any], call: Call) -> AsyncIterator[Any]:
+    """Pass a stream through, timing its first chunk and closing the call's span when it ends."""
+    last, parts = None, []
+    try:
+        async with aclosing(stream) as chunks:
+            async for chunk in chunks:
+                call.first_token()
+                parts.append(_text(chunk) or "")
+                last = chunk
+                yield chunk
+    except GeneratorExit:
+        call.finish(last, text="".join(parts))
+        raise
+    except BaseException as exc:
+        call.finish(last, error=exc, text="".join(parts))
+        raise
+    call.finish(last, text="".join(parts))
 
 
 def _body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
