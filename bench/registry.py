@@ -28,8 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from etcd_server import EtcdCluster  # noqa: E402  (the tests' real-etcd harness)
+from tables import table  # noqa: E402
 
 from smmf.instance import Instance  # noqa: E402
 from smmf.registry_drivers import Put, Snapshot, open_registry  # noqa: E402
@@ -167,7 +169,7 @@ async def run_driver(name: str, url: str, args: argparse.Namespace) -> dict[str,
     }
 
 
-def table(rows: list[dict[str, object]]) -> str:
+def summary(rows: list[dict[str, object]]) -> str:
     cols = [
         ("driver", "driver"),
         ("instances", "instances"),
@@ -177,9 +179,7 @@ def table(rows: list[dict[str, object]]) -> str:
         ("visible_p99_ms", "visible p99 ms"),
         ("watcher_rss_growth_mb", "watcher +MB"),
     ]
-    lines = [[title for _, title in cols]] + [[str(row[key]) for key, _ in cols] for row in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(cols))]
-    return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True)) for line in lines)
+    return table([title for _, title in cols], [[row[key] for key, _ in cols] for row in rows])
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -208,7 +208,7 @@ async def main(args: argparse.Namespace) -> None:
         + "\n"
     )
     print()
-    print(table(rows))
+    print(summary(rows))
     print(f"\nwritten to {out.relative_to(ROOT)}")
 
 

@@ -29,17 +29,26 @@ class Member:
 class Fleet:
     """`weights` sim workers of one model, each with a sidecar; `start()` waits until all are registered."""
 
-    def __init__(self, url: str, model: str, weights: list[float], log_dir: Path, sim_args: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        weights: list[float],
+        log_dir: Path,
+        sim_args: tuple[str, ...] = (),
+        member_args: list[tuple[str, ...]] | None = None,
+    ):
         self.url = url
         self.model = model
         self.members: list[Member] = []
-        for weight in weights:
+        for i, weight in enumerate(weights):
+            own = member_args[i] if member_args else ()
             port = free_port()
             sidecar = SmmfProcess(
                 ["sidecar", "--registry", url, "--model", model, "--upstream", f"http://127.0.0.1:{port}",
                  "--weight", str(weight), "--ttl", "3", "--probe-interval", "0.5", "--load-interval", "0.5",
                  "--", sys.executable, "-m", "smmf.cli", "worker", "sim", "--model", model, "--port", str(port),
-                 "--max-concurrency", "64", *sim_args],
+                 "--max-concurrency", "64", *sim_args, *own],
                 log_dir,
             )  # fmt: skip
             self.members.append(Member(sidecar, port, weight))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .endpoint import Endpoint
@@ -108,15 +108,22 @@ class Affinity:
         return preferred
 
 
+_FACTORIES: dict[str, Callable[[], Balancer]] = {
+    "weighted_random": WeightedRandom,
+    "round_robin": SmoothRoundRobin,
+    "least_loaded": LeastLoaded,
+    "peak_ewma": PeakEwma,
+    "affinity": Affinity,
+}
+
+
+def register(name: str, factory: Callable[[], Balancer]) -> None:
+    """Add a policy of your own; `factory` makes one balancer per model."""
+    _FACTORIES[name] = factory
+
+
 def make(policy: str) -> Balancer:
-    if policy == "weighted_random":
-        return WeightedRandom()
-    if policy == "round_robin":
-        return SmoothRoundRobin()
-    if policy == "least_loaded":
-        return LeastLoaded()
-    if policy == "peak_ewma":
-        return PeakEwma()
-    if policy == "affinity":
-        return Affinity()
-    raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    factory = _FACTORIES.get(policy)
+    if factory is None:
+        raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(_FACTORIES)}")
+    return factory()

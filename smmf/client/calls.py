@@ -74,15 +74,17 @@ async def fetch(
     """A whole (non-streamed) response, parsed; ends the ticket."""
     response = await post(session, endpoint, path, body)
     try:
-        data = await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise APIConnectionError(
-            f"{endpoint.id}: response broke after it started: {exc}", instance_id=endpoint.id
-        ) from None
+        raw = await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        message = f"{endpoint.id}: response broke after it started: {exc}"
+        raise APIConnectionError(message, instance_id=endpoint.id) from None
     finally:
         response.release()
     ticket.end(ok=True)
-    result = parse.model_validate(data)
+    try:
+        result = parse.model_validate_json(raw)  # parsed and validated in one pass by pydantic-core
+    except ValueError as exc:
+        raise APIStatusError(f"{endpoint.id}: malformed response: {exc}", status=502, instance_id=endpoint.id) from None
     result._instance_id = endpoint.id
     return result
 

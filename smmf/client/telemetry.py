@@ -32,7 +32,7 @@ class Call:
     """Telemetry of one call; every method is safe to call when telemetry is off."""
 
     def __init__(self, telemetry: Telemetry | None, operation: str, body: dict[str, Any], policy: str) -> None:
-        self._t = telemetry if telemetry is not None and telemetry.enabled else None
+        self._t = telemetry if telemetry is not None and telemetry.active() else None
         self._started = time.monotonic()
         self._first: float | None = None
         self._body = body
@@ -106,6 +106,7 @@ class Telemetry:
         self.enabled = available()
         self.capture_content = capture_content
         self._responses: OrderedDict[str, Any] = OrderedDict()
+        self._explicit = tracer_provider is not None
         if not self.enabled:
             return
         from opentelemetry import metrics, trace
@@ -123,8 +124,17 @@ class Telemetry:
         self.span_kind_client = SpanKind.CLIENT
         self.status_error = StatusCode.ERROR
 
+    def active(self) -> bool:
+        """Whether spans go anywhere: an explicit provider was given, or the application set a real one."""
+        if not self.enabled:
+            return False
+        if self._explicit:
+            return True
+        provider = self._trace.get_tracer_provider()
+        return not isinstance(provider, self._trace.ProxyTracerProvider | self._trace.NoOpTracerProvider)
+
     def call(self, operation: str, body: dict[str, Any], policy: str) -> Call:
-        return Call(self, operation, body, policy)
+        return Call(self, operation, body, policy) if self.active() else _IDLE
 
     def remember(self, response_id: str, context: Any) -> None:
         self._responses[response_id] = context
@@ -144,3 +154,7 @@ class Telemetry:
             attributes["smmf.feedback.comment"] = comment
         self.tracer.start_span("gen_ai.feedback", context=parent, attributes=attributes).end()
         return True
+
+
+#: The call every request shares while telemetry is off: all its hooks do nothing.
+_IDLE = Call(None, "", {}, "")
