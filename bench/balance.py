@@ -150,15 +150,15 @@ async def main(args: argparse.Namespace) -> None:
             "rate_rps": round(rate, 1),
             "seconds": args.seconds,
             "service_ms_fast": fast_s * 1000,
-        },  # fmt: skip
+        },
         "targets": {"least_loaded_p99_over_oracle": 1.25, "least_loaded_p99_over_weighted_random": 0.5},
         "checks": checks,
         "results": rows,
     }
     out.write_text(json.dumps(document, indent=2) + "\n")
     print()
-    print(table(["policy", "requests", "errors", "p50 ms", "p99 ms", "mean ms"],
-                [[r["policy"], r["requests"], r["errors"], r["p50_ms"], r["p99_ms"], r["mean_ms"]] for r in rows]))  # fmt: skip
+    columns = ["policy", "requests", "errors", "p50_ms", "p99_ms", "mean_ms"]
+    print(table([c.replace("_", " ") for c in columns], [[r[c] for c in columns] for r in rows]))
     for name, value in checks.items():
         print(f"{name}: {value}")
     print("targets: least_loaded p99 <= 1.25 x oracle; <= 0.5 x weighted_random")
