@@ -1,4 +1,4 @@
-# smmf — the two commands a newcomer needs: `make test` (and, later, `make demo`).
+# smmf — the two commands a newcomer needs: `make demo` and `make test`.
 #
 # Everything the tests need is installed from here, so a fresh clone on a
 # fresh machine passes:
@@ -28,9 +28,13 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 WHEELS           := .cache/wheels
 LLAMA_WHEEL      := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
 
-.PHONY: test test-main test-vllm venv venv-vllm etcd models bench clean
+.PHONY: test test-main test-vllm demo venv venv-vllm etcd bench clean
 
 test: test-main test-vllm
+
+# The main job: a local deployment of the real models, driven through the client library.
+demo: venv
+	$(PY) examples/demo.py
 
 test-main: etcd venv
 	$(PY) -m pytest -q -p no:cacheprovider -m "not vllm"

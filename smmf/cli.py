@@ -11,13 +11,22 @@ import argparse
 import asyncio
 import json
 import logging
+import secrets
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .instance import Instance
-from .registry_drivers import RegistryError, UnsupportedRegistry, open_registry
+from .management import NotActed, UnknownInstance, control, model_summary
+from .registry_drivers import AdminAction, RegistryError, UnsupportedRegistry, open_registry
+
+
+class Usage(ValueError):
+    """The command line asks for something impossible; exit code 2."""
 
 
 def _table(records: list[Instance]) -> str:
@@ -38,6 +47,10 @@ def _table(records: list[Instance]) -> str:
         )
         for r in sorted(records, key=lambda r: (r.model, r.id))
     ]
+    return _columns(headers, rows)
+
+
+def _columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *rows]
@@ -163,16 +176,182 @@ def _add_sidecar(commands: argparse._SubParsersAction) -> None:
     sidecar.set_defaults(sync_run=_sidecar)
 
 
+def _registry_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", help="registry URL (default: $SMMF_REGISTRY or the embedded file registry)")
+
+
+async def _models(args: argparse.Namespace) -> int:
+    async with open_registry(args.registry) as registry:
+        summary = model_summary((await registry.list()).records)
+    headers = ["MODEL", "INSTANCES", "UP", "DRAINING", "OFFLINE"]
+    rows = [[m, *(str(c[k]) for k in ("instances", "up", "draining", "offline"))] for m, c in sorted(summary.items())]
+    print(_columns(headers, rows))
+    return 0
+
+
+async def _control(args: argparse.Namespace) -> int:
+    async with open_registry(args.registry) as registry:
+        await control(registry, args.id, AdminAction(args.command), timeout=args.timeout)
+    print(f"{args.id}: {args.command} done")
+    return 0
+
+
+async def _register(args: argparse.Namespace) -> int:
+    from .instance import Instance, Protocol
+    from .worker.backends.template import template_from_args
+
+    try:
+        template = template_from_args(args)
+    except ValueError as exc:
+        raise Usage(str(exc)) from None
+    record = Instance(
+        id=f"tpl-{secrets.token_hex(4)}",
+        model=args.model,
+        endpoint=template.url,
+        protocol=Protocol.TEMPLATE,
+        backend="external",
+        weight=args.weight,
+        template=template,
+        api_key_env=args.api_key_env,
+    )
+    async with open_registry(args.registry) as registry:
+        await registry.register(record, ttl=None)
+    print(record.id)
+    return 0
+
+
+async def _deregister(args: argparse.Namespace) -> int:
+    async with open_registry(args.registry) as registry:
+        removed = await registry.remove(args.id)
+    if not removed:
+        raise UnknownInstance(args.id)
+    print(f"{args.id}: deregistered")
+    return 0
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    from .client import ModelClient
+
+    async with ModelClient(args.registry, policy=args.policy) as client:
+        messages = [{"role": "user", "content": args.prompt}]
+        if args.stream:
+            stream = await client.chat.completions.create(
+                model=args.model, messages=messages, stream=True, max_tokens=args.max_tokens
+            )
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    print(chunk.choices[0].delta.content, end="", flush=True)
+            print()
+            instance = stream.instance_id
+        else:
+            reply = await client.chat.completions.create(
+                model=args.model, messages=messages, max_tokens=args.max_tokens
+            )
+            print(reply.choices[0].message.content)
+            instance = reply.instance_id
+    print(f"[answered by {instance}]", file=sys.stderr)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    from .launcher import ConfigError, Launcher, load_config
+
+    try:
+        config = load_config(Path(args.file))
+        launcher = Launcher(config, args.registry, Path(args.log_dir) if args.log_dir else None)
+        launcher.check_ports()
+    except ConfigError as exc:
+        print(f"smmf up: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run_up(launcher, args.timeout))
+
+
+async def _run_up(launcher: Any, timeout: float) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"starting {len(launcher.config.instances)} instances; registry {launcher.registry_url}", flush=True)
+    print(f"logs in {launcher.log_dir}", flush=True)
+    await launcher.start()
+    code = 0
+    try:
+        waiting = asyncio.create_task(launcher.wait_registered(timeout))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if waiting.done():
+            records = waiting.result()
+            print(_table(records), flush=True)
+            print("all instances registered; Ctrl-C drains and stops them", flush=True)
+            await stopping
+        else:
+            waiting.cancel()
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"smmf up: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        print("stopping: draining and deregistering every instance ...", flush=True)
+        await launcher.stop()
+        print("stopped", flush=True)
+    return code
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smmf", description="service-oriented multi-model management")
     parser.add_argument("--version", action="version", version=f"smmf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     ls = commands.add_parser("ls", help="list registered instances")
-    ls.add_argument("--registry", help="registry URL (default: $SMMF_REGISTRY or the embedded file registry)")
+    _registry_arg(ls)
     ls.add_argument("--model", help="only this model's instances")
     ls.add_argument("--json", action="store_true", help="print the records as JSON")
     ls.set_defaults(run=_ls)
+
+    models = commands.add_parser("models", help="list models with their instance counts and states")
+    _registry_arg(models)
+    models.set_defaults(run=_models)
+
+    for action, what in (
+        ("offline", "withdraw an instance (it stays withdrawn until `smmf online`)"),
+        ("online", "put a withdrawn instance back"),
+        ("drain", "stop new requests, wait for in-flight work, then withdraw"),
+        ("restart", "drain, restart the worker, register again"),
+    ):
+        sub = commands.add_parser(action, help=what)
+        sub.add_argument("id", help="instance id (see `smmf ls`)")
+        sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the sidecar to act")
+        _registry_arg(sub)
+        sub.set_defaults(run=_control)
+
+    register = commands.add_parser("register", help="register a third-party API through a request template")
+    from .worker.backends.template import add_template_arguments
+
+    register.add_argument("--model", required=True)
+    register.add_argument("--weight", type=float, default=1.0)
+    add_template_arguments(register)
+    _registry_arg(register)
+    register.set_defaults(run=_register)
+
+    deregister = commands.add_parser("deregister", help="remove a registered record by id")
+    deregister.add_argument("id")
+    _registry_arg(deregister)
+    deregister.set_defaults(run=_deregister)
+
+    chat = commands.add_parser("chat", help="send one chat request through the client library")
+    chat.add_argument("prompt")
+    chat.add_argument("--model", required=True)
+    chat.add_argument("--stream", action="store_true")
+    chat.add_argument("--policy", default="least_loaded")
+    chat.add_argument("--max-tokens", type=int, default=128)
+    _registry_arg(chat)
+    chat.set_defaults(run=_chat)
+
+    up = commands.add_parser("up", help="start the workers and sidecars a YAML file describes, in the foreground")
+    up.add_argument("file")
+    up.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for every instance to register")
+    up.add_argument("--log-dir", help="where instance logs go (default ~/.smmf/logs)")
+    _registry_arg(up)
+    up.set_defaults(sync_run=_up)
 
     _add_worker(commands)
     _add_sidecar(commands)
@@ -184,13 +363,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if hasattr(args, "sync_run"):
         return args.sync_run(args)
+    from .client import APIError
+
     try:
         return asyncio.run(args.run(args))
-    except UnsupportedRegistry as exc:
-        print(f"smmf: {exc}", file=sys.stderr)
+    except (UnsupportedRegistry, UnknownInstance, Usage) as exc:
+        print(f"smmf {args.command}: {exc}", file=sys.stderr)
         return 2
-    except RegistryError as exc:
-        print(f"smmf: {exc}", file=sys.stderr)
+    except (RegistryError, NotActed) as exc:
+        print(f"smmf {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except APIError as exc:
+        print(f"smmf {args.command}: {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -9,10 +9,10 @@ sidecar unregistered.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import logging
+import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
 
@@ -25,9 +25,19 @@ STABLE_AFTER = 30.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+# Runs as the child's first program, then becomes the command: asks Linux to SIGTERM it when the sidecar dies.
+# A `preexec_fn` would do this inside the forked child instead, which crashes when the sidecar has gRPC threads
+# (etcd driver): Python code after fork() in a multi-threaded process is not safe.
+_EXEC_DYING_WITH_PARENT = (
+    "import ctypes, os, sys\n"
+    "try:\n"
+    f"    ctypes.CDLL(None).prctl({_PR_SET_PDEATHSIG}, {int(signal.SIGTERM)})\n"
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit(1)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
 
 
 class Child:
@@ -49,9 +59,8 @@ class Child:
         return self._proc is not None and self._proc.returncode is None
 
     async def _spawn(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(
-            *self.command, start_new_session=True, preexec_fn=_die_with_parent
-        )
+        wrapper = [sys.executable, "-c", _EXEC_DYING_WITH_PARENT, str(os.getpid())] if sys.platform == "linux" else []
+        self._proc = await asyncio.create_subprocess_exec(*wrapper, *self.command, start_new_session=True)
         log.info("child started: pid %d: %s", self._proc.pid, " ".join(self.command))
 
     async def start(self) -> None:

@@ -25,7 +25,10 @@ def _progress(label: str, done: int, total: int, last: list[int]) -> None:
     percent = 100 * done // max(1, total)
     if percent >= last[0] + 10 or done == total:
         last[0] = percent
-        print(f"{label}: {percent:3d}% ({done / 2**20:.0f}/{total / 2**20:.0f} MiB)", file=sys.stderr, flush=True)
+        bar = "#" * (percent // 5) + "." * (20 - percent // 5)
+        print(
+            f"{label} [{bar}] {percent:3d}% ({done / 2**20:.0f}/{total / 2**20:.0f} MiB)", file=sys.stderr, flush=True
+        )
 
 
 def gemma_gguf(target_dir: Path | None = None) -> Path:

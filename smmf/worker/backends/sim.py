@@ -5,7 +5,7 @@ each one slower as more share the engine (`--slowdown` per extra request),
 and the rest wait.  Output is a deterministic function of the prompt, so
 tests can compare answers across instances.  `--fail-rate` fails that
 fraction of requests before their first token, with a 503 a client may
-retry elsewhere.
+retry elsewhere.  Embeddings are hashed bags of words, 384 wide.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import math
 import random
 from collections.abc import AsyncIterator
 
 from ..errors import APIError
-from ..protocol import ChatRequest, CompletionRequest, Delta, Usage
+from ..protocol import ChatRequest, CompletionRequest, Delta, EmbeddingRequest, Usage
 from .base import Backend
 
 _WORDS = (  # noqa: SIM905 - a sentence reads better than thirty quoted words
@@ -26,6 +27,7 @@ _WORDS = (  # noqa: SIM905 - a sentence reads better than thirty quoted words
 ).split()
 
 DEFAULT_MAX_TOKENS = 16
+EMBEDDING_DIMENSIONS = 384
 
 
 def prompt_of(request: ChatRequest | CompletionRequest) -> str:
@@ -37,6 +39,7 @@ def prompt_of(request: ChatRequest | CompletionRequest) -> str:
 class SimBackend(Backend):
     name = "sim"
     simulated = True
+    endpoints = frozenset({"chat", "completions", "embeddings"})
 
     def __init__(
         self,
@@ -71,6 +74,18 @@ class SimBackend(Backend):
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SimBackend:
         return cls(args.ttft_ms, args.tpot_ms, args.slots, args.slowdown, args.fail_rate, args.seed)
+
+    async def embed(self, request: EmbeddingRequest) -> tuple[list[list[float]], int]:
+        """Hashed bag-of-words vectors: deterministic, and sentences sharing words come out closer."""
+        vectors = []
+        for text in request.texts:
+            vector = [0.0] * EMBEDDING_DIMENSIONS
+            for word in text.lower().split():
+                slot = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big")
+                vector[slot % EMBEDDING_DIMENSIONS] += 1.0
+            norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+            vectors.append([x / norm for x in vector])
+        return vectors, sum(len(text.split()) for text in request.texts)
 
     def _token_time(self) -> float:
         return self.tpot * (1 + self.slowdown * max(0, self.active - 1))

@@ -1,0 +1,64 @@
+"""What operators do to instances: find them, change their desired state, and wait until it took effect.
+
+The `smmf` command is a thin layer over this.  An instance run by a sidecar
+is controlled through its admin key, and the wait ends when the sidecar
+writes the action back with `acked_at`.  A template record has no sidecar:
+its state is changed in the record itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .instance import Instance, Protocol, State
+from .registry_drivers import AdminAction, AdminState, Registry
+
+
+class UnknownInstance(LookupError):
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(f"no instance {instance_id!r} in the registry (see `smmf ls`)")
+        self.instance_id = instance_id
+
+
+class NotActed(TimeoutError):
+    pass
+
+
+async def find(registry: Registry, instance_id: str) -> Instance | None:
+    return next((r for r in (await registry.list()).records if r.id == instance_id), None)
+
+
+async def control(
+    registry: Registry, instance_id: str, action: AdminAction, *, timeout: float = 60.0, requested_by: str = "smmf-cli"
+) -> AdminState:
+    """Ask for `action` and wait until it has been carried out; `NotActed` after `timeout` seconds."""
+    record = await find(registry, instance_id)
+    if record is None and await registry.get_admin(instance_id) is None:
+        raise UnknownInstance(instance_id)
+    if record is not None and record.protocol is Protocol.TEMPLATE:
+        state = State.UP if action in (AdminAction.ONLINE, AdminAction.RESTART) else State.OFFLINE
+        await registry.register(record.model_copy(update={"state": state}), ttl=None)
+        request = AdminState(action=action, requested_by=requested_by)
+        await registry.ack_admin(instance_id, request)
+        return request
+    await registry.put_admin(instance_id, action, requested_by=requested_by)
+    requested = await registry.get_admin(instance_id)
+    assert requested is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = await registry.get_admin(instance_id)
+        if current is not None and current.requested_at == requested.requested_at and current.acked_at is not None:
+            return current
+        await asyncio.sleep(0.1)
+    raise NotActed(f"{instance_id} did not confirm {action} within {timeout:g}s; its sidecar may be down")
+
+
+def model_summary(records: list[Instance]) -> dict[str, dict[str, int]]:
+    """Per model: how many instances, and how many in each state."""
+    summary: dict[str, dict[str, int]] = {}
+    for record in records:
+        counts = summary.setdefault(record.model, {"instances": 0, **{s.value: 0 for s in State}})
+        counts["instances"] += 1
+        counts[record.state.value] += 1
+    return summary
