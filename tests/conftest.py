@@ -52,6 +52,14 @@ def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return registry_url_for(request.param, tmp_path, request)
 
 
+@pytest.fixture(params=["file", "etcd"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A registry that separate processes can share: the embedded file, or real etcd (under its own prefix)."""
+    if request.param == "file":
+        return f"file://{tmp_path}/registry.db"
+    return request.getfixturevalue("etcd").url(f"/t-{uuid.uuid4().hex[:8]}")
+
+
 @pytest.fixture
 async def registry(registry_url: str) -> AsyncIterator[Registry]:
     async with open_registry(registry_url) as reg:

@@ -26,13 +26,6 @@ def records(url: str, model: str | None = None) -> list[dict]:
     return json.loads(listed.stdout)
 
 
-@pytest.fixture(params=["file", "etcd"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "file":
-        return f"file://{tmp_path}/registry.db"
-    return request.getfixturevalue("etcd").url(f"/cli-{uuid.uuid4().hex[:6]}")
-
-
 @pytest.fixture
 def fleet(url: str, tmp_path: Path) -> Iterator[Fleet]:
     started = Fleet(url, f"m-{uuid.uuid4().hex[:6]}", [1, 2], tmp_path, ("--ttft-ms", "0", "--tpot-ms", "1"))
@@ -86,8 +79,7 @@ def test_chat_shows_the_answering_instance(fleet: Fleet, url: str) -> None:
     assert missing.returncode == 1 and "gpt-9" in missing.stderr and fleet.model in missing.stderr
 
 
-async def test_register_template_apis(tmp_path: Path) -> None:
-    url = f"file://{tmp_path}/registry.db"
+async def test_register_template_apis(url: str) -> None:
     upstream = await Upstream().start()
     try:
         body = json.dumps({"query": {"text": "{USER_PROMPT}", "temperature": "{MODEL_TEMPERATURE}"}})

@@ -46,13 +46,6 @@ def fleets(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
         fleet.stop()
 
 
-@pytest.fixture(params=["file", "etcd"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "file":
-        return f"file://{tmp_path}/registry.db"
-    return request.getfixturevalue("etcd").url(f"/client-{uuid.uuid4().hex[:6]}")
-
-
 def shares(counts: Counter[str], fleet: Fleet) -> list[float]:
     total = sum(counts.values())
     return [sum(n for i, n in counts.items() if i.startswith(fleet.instance_of(m))) / total for m in fleet.members]

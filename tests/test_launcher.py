@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+
 from etcd_server import free_port
 
 
@@ -55,9 +56,8 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-def test_up_registers_everything_and_ctrl_c_leaves_nothing(tmp_path: Path) -> None:
+def test_up_registers_everything_and_ctrl_c_leaves_nothing(tmp_path: Path, url: str) -> None:
     ports = [free_port() for _ in range(3)]
-    url = f"file://{tmp_path}/registry.db"
     up = subprocess.Popen(
         [sys.executable, "-m", "smmf.cli", "up", str(sim_config(tmp_path, ports)), "--registry", url,
          "--log-dir", str(tmp_path / "logs")],

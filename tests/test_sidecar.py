@@ -83,13 +83,6 @@ def deploy(tmp_path: Path, start_smmf: Callable[..., SmmfProcess]) -> Iterator[C
             asyncio.get_event_loop().run_until_complete(registry.close())
 
 
-@pytest.fixture(params=["file", "etcd"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "file":
-        return f"file://{tmp_path}/registry.db"
-    return request.getfixturevalue("etcd").url(f"/sidecar-{uuid.uuid4().hex[:6]}")
-
-
 async def test_record_appears_with_the_right_fields(deploy: Callable[..., Deployment], url: str) -> None:
     d = deploy(url, "--weight", "2.5", "--label", "zone=a", "--label", "gpu=none")
     rec = await d.wait_registered()
