@@ -85,6 +85,8 @@ etcd:
 bench: etcd venv
 	$(PY) bench/registry.py
 	$(PY) bench/worker.py
+	$(PY) bench/client_overhead.py
+	$(PY) bench/balance.py
 
 clean:
 	rm -rf $(VENV) $(VVENV) build *.egg-info
