@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -33,13 +30,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fleet import Fleet  # noqa: E402  (the tests' fleet of sim workers behind sidecars)
-from tables import table  # noqa: E402
+from report import save, table  # noqa: E402
 
 from smmf.client import ModelClient  # noqa: E402
 from smmf.client.balancers import register  # noqa: E402
 from smmf.client.endpoint import Endpoint  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 FAST = ("--ttft-ms", "10", "--tpot-ms", "2")  # 10 tokens: 10 + 9 x 2 = 28 ms
 SLOW = ("--ttft-ms", "30", "--tpot-ms", "6")  # 3x: 84 ms
 TOKENS = 10
@@ -137,12 +133,7 @@ async def main(args: argparse.Namespace) -> None:
         checks["least_loaded_p99_over_weighted_random"] = round(
             by["least_loaded"]["p99_ms"] / by["weighted_random"]["p99_ms"], 3
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "balance.json"
-    document = {
-        "benchmark": "balance",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    body = {
         "setup": {
             "instances": 4,
             "slow_factor": 3,
@@ -155,14 +146,13 @@ async def main(args: argparse.Namespace) -> None:
         "checks": checks,
         "results": rows,
     }
-    out.write_text(json.dumps(document, indent=2) + "\n")
     print()
     columns = ["policy", "requests", "errors", "p50_ms", "p99_ms", "mean_ms"]
     print(table([c.replace("_", " ") for c in columns], [[r[c] for c in columns] for r in rows]))
     for name, value in checks.items():
         print(f"{name}: {value}")
     print("targets: least_loaded p99 <= 1.25 x oracle; <= 0.5 x weighted_random")
-    print(f"written to {out.relative_to(ROOT)}")
+    save("balance", body)
 
 
 def parse() -> argparse.Namespace:

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,14 +31,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from tables import table  # noqa: E402
+from report import save, table  # noqa: E402
 from worker import Worker  # noqa: E402  (bench/worker.py: a worker process on a free port)
 
 from smmf.client import ModelClient  # noqa: E402
 from smmf.instance import Instance  # noqa: E402
 from smmf.registry_drivers import open_registry  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 BODY = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
 
 
@@ -113,18 +111,12 @@ async def main(args: argparse.Namespace) -> None:
         worker.stop()
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
-    out = RESULTS / "client_overhead.json"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    document = {
-        "benchmark": "client_overhead",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    body = {
         "rounds": args.rounds,
         "seconds_per_round": args.seconds,
         "targets": {"added_p50_us": 100, "throughput_ratio": 0.9},
         "results": results,
     }
-    out.write_text(json.dumps(document, indent=2) + "\n")
     headers = ["concurrency", "direct p50 us", "client p50 us", "added p50 us", "added p99 us", "direct rps",
                "client rps", "ratio"]  # fmt: skip
     rows = [
@@ -135,7 +127,7 @@ async def main(args: argparse.Namespace) -> None:
     print()
     print(table(headers, rows))
     print("targets: added p50 <= 100 us; throughput ratio >= 0.9")
-    print(f"written to {out.relative_to(ROOT)}")
+    save("client_overhead", body)
 
 
 def parse() -> argparse.Namespace:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,12 +29,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from etcd_server import EtcdCluster  # noqa: E402  (the tests' real-etcd harness)
-from tables import table  # noqa: E402
+from report import save, table  # noqa: E402
 
 from smmf.instance import Instance  # noqa: E402
 from smmf.registry_drivers import Put, Snapshot, open_registry  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 TARGETS = {
     "etcd": {"cold_list_s": 1.0, "visible_p99_ms": 50.0},
     "file": {"visible_p99_ms": 250.0},
@@ -193,23 +190,10 @@ async def main(args: argparse.Namespace) -> None:
                 rows.append(await run_driver("etcd", cluster.url("/bench"), args))
             finally:
                 cluster.stop()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "registry.json"
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "registry",
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "results": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
     print()
     print(summary(rows))
-    print(f"\nwritten to {out.relative_to(ROOT)}")
+    print()
+    save("registry", {"results": rows})
 
 
 def parse() -> argparse.Namespace:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -30,7 +28,9 @@ from pathlib import Path
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT / "bench"))
+
+from report import save  # noqa: E402
 
 PROMPTS = [
     "The history of the printing press begins",
@@ -190,20 +190,13 @@ async def sim_throughput(concurrency: int, seconds: float) -> dict[str, object]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    results: dict[str, object] = {
-        "benchmark": "worker",
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-    }
+    results: dict[str, object] = {}
     if not args.skip_llama:
         print("llama.cpp: tokens/s in-process vs through smmf worker over HTTP ...", flush=True)
         results["llama_cpp"] = await llama_overhead(args.rounds, args.max_tokens, args.threads)
     print(f"sim: requests/s at concurrency {args.concurrency}, worker on one core ...", flush=True)
     results["sim"] = await sim_throughput(args.concurrency, args.seconds)
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "worker.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
     print()
     if "llama_cpp" in results:
         llama = results["llama_cpp"]
@@ -213,7 +206,8 @@ async def main(args: argparse.Namespace) -> None:
     sim = results["sim"]
     print(f"sim worker           concurrency {sim['concurrency']}: {sim['requests_per_s']} req/s"  # type: ignore[index]
           f" ({sim['errors']} errors), target >= 1500")  # type: ignore[index]  # fmt: skip
-    print(f"\nwritten to {out.relative_to(ROOT)}")
+    print()
+    save("worker", results)
 
 
 def parse() -> argparse.Namespace:
