@@ -64,9 +64,11 @@ async def test_policies_follow_the_weights(fleets: Callable[..., Fleet], url: st
             ("weighted_random", 4, 1500, 0.05),
             ("affinity", 4, 1500, 0.05),  # distinct session keys spread by weight
             # Load-based policies follow the weights under steady concurrent load (in-flight / weight evens out),
-            # but only roughly: they react to real latency on a shared 2-core machine. Seen at most 0.084 off.
+            # but only roughly. least_loaded was seen at most 0.066 off.
             ("least_loaded", 12, 900, 0.12),
-            ("peak_ewma", 12, 900, 0.12),
+            # peak_ewma balances latency, not weight: when the whole suite loads the 2 cores, the busiest sim
+            # really is slower and gets less than its weight share (seen up to 0.134 off in a full CI run).
+            ("peak_ewma", 12, 900, 0.2),
         ]:
             counts: Counter[str] = Counter()
             numbers = iter(range(requests))
