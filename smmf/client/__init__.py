@@ -6,7 +6,7 @@ unchanged).
 """
 
 from .api import ModelClient
-from .balancers import POLICIES
+from .balancers import policies, register
 from .calls import Stream
 from .errors import APIConnectionError, APIError, APIStatusError, NoInstanceAvailable, StreamInterrupted
 from .sync import SyncModelClient
@@ -14,7 +14,6 @@ from .telemetry import Telemetry
 from .transport import httpx_client
 
 __all__ = [
-    "POLICIES",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -25,4 +24,6 @@ __all__ = [
     "SyncModelClient",
     "Telemetry",
     "httpx_client",
+    "policies",
+    "register",
 ]

@@ -15,9 +15,6 @@ from typing import Protocol
 
 from .endpoint import Endpoint
 
-POLICIES = ("weighted_random", "round_robin", "least_loaded", "peak_ewma", "affinity")
-
-
 class Balancer(Protocol):
     def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint: ...
 
@@ -117,6 +114,11 @@ _FACTORIES: dict[str, Callable[[], Balancer]] = {
 }
 
 
+def policies() -> tuple[str, ...]:
+    """The policy names `make` accepts, those added with `register` included."""
+    return tuple(_FACTORIES)
+
+
 def register(name: str, factory: Callable[[], Balancer]) -> None:
     """Add a policy of your own; `factory` makes one balancer per model."""
     _FACTORIES[name] = factory
@@ -125,5 +127,5 @@ def register(name: str, factory: Callable[[], Balancer]) -> None:
 def make(policy: str) -> Balancer:
     factory = _FACTORIES.get(policy)
     if factory is None:
-        raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(_FACTORIES)}")
+        raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(policies())}")
     return factory()
