@@ -15,6 +15,7 @@ from typing import Protocol
 
 from .endpoint import Endpoint
 
+
 class Balancer(Protocol):
     def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint: ...
 

@@ -85,7 +85,7 @@ async def fetch(
         result = parse.model_validate_json(raw)  # parsed and validated in one pass by pydantic-core
     except ValueError as exc:
         raise APIStatusError(f"{endpoint.id}: malformed response: {exc}", status=502, instance_id=endpoint.id) from None
-    result._instance_id = endpoint.id
+    result.instance_id = endpoint.id
     return result
 
 
@@ -133,7 +133,7 @@ async def _sse(
                     f"{endpoint.id}: stream failed: {message}", instance_id=endpoint.id, body=payload
                 )
             chunk = parse.model_validate(payload)
-            chunk._instance_id = endpoint.id
+            chunk.instance_id = endpoint.id
             yield chunk
         raise StreamInterrupted(f"{endpoint.id}: stream ended before [DONE]", instance_id=endpoint.id)
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

@@ -80,10 +80,12 @@ class Router:
 
     def candidates(self, model: str, exclude: set[str]) -> list[Endpoint]:
         endpoints = self.cache.endpoints(model)
-        up = [ep for ep in endpoints if ep.record.eligible and ep.id not in exclude]
         now = time.monotonic()
-        ready = [ep for ep in up if ep.available(now)]
-        return ready or up  # never refuse a request because of ejection alone: the last ones stay eligible
+        ready = [ep for ep in endpoints if ep.available(now) and ep.id not in exclude]
+        if ready:
+            return ready
+        # never refuse a request because of ejection alone: the last ones stay eligible
+        return [ep for ep in endpoints if ep.record.eligible and ep.id not in exclude]
 
     def choose(self, model: str, policy: str | None, key: str | None, exclude: set[str]) -> Endpoint:
         candidates = self.candidates(model, exclude)

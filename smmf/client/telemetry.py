@@ -22,10 +22,25 @@ from .endpoint import Endpoint
 
 #: Responses remembered for `feedback()`.
 FEEDBACK_MEMORY = 10_000
+#: How often an idle telemetry looks again for a tracer provider set by the application.
+PROVIDER_RECHECK = 1.0
 
 
 def available() -> bool:
     return importlib.util.find_spec("opentelemetry") is not None
+
+
+def generated_text(result: Any) -> str | None:
+    """The generated text of a result or chunk, for content capture."""
+    choices = getattr(result, "choices", None)
+    if not choices:
+        return None
+    choice = choices[0]
+    if hasattr(choice, "message"):
+        return choice.message.content
+    if hasattr(choice, "delta"):
+        return choice.delta.content
+    return getattr(choice, "text", None)
 
 
 class Call:
@@ -91,8 +106,10 @@ class Call:
             ttft = self._first - self._started
             span.set_attribute("smmf.time_to_first_token_s", ttft)
             self._t.ttft.record(ttft, attributes)
-        if text is not None and self._t.capture_content:
-            span.add_event("gen_ai.content.completion", {"gen_ai.completion": text})
+        if self._t.capture_content:
+            text = generated_text(result) if text is None else text
+            if text is not None:
+                span.add_event("gen_ai.content.completion", {"gen_ai.completion": text})
         if error is not None:
             span.record_exception(error)
             span.set_status(self._t.status_error, str(error))
@@ -107,6 +124,8 @@ class Telemetry:
         self.capture_content = capture_content
         self._responses: OrderedDict[str, Any] = OrderedDict()
         self._explicit = tracer_provider is not None
+        self._global_set = False
+        self._recheck_at = 0.0
         if not self.enabled:
             return
         from opentelemetry import metrics, trace
@@ -125,13 +144,23 @@ class Telemetry:
         self.status_error = StatusCode.ERROR
 
     def active(self) -> bool:
-        """Whether spans go anywhere: an explicit provider was given, or the application set a real one."""
+        """Whether spans go anywhere: an explicit provider was given, or the application set a real one.
+
+        OpenTelemetry's global provider is looked up (an environment read
+        each time) at most every `PROVIDER_RECHECK` seconds, so an idle
+        telemetry costs the request path almost nothing; once set, a global
+        provider cannot be replaced, so a positive answer is kept.
+        """
         if not self.enabled:
             return False
-        if self._explicit:
+        if self._explicit or self._global_set:
             return True
-        provider = self._trace.get_tracer_provider()
-        return not isinstance(provider, self._trace.ProxyTracerProvider | self._trace.NoOpTracerProvider)
+        now = time.monotonic()
+        if now >= self._recheck_at:
+            self._recheck_at = now + PROVIDER_RECHECK
+            placeholders = self._trace.ProxyTracerProvider | self._trace.NoOpTracerProvider
+            self._global_set = not isinstance(self._trace.get_tracer_provider(), placeholders)
+        return self._global_set
 
     def call(self, operation: str, body: dict[str, Any], policy: str) -> Call:
         return Call(self, operation, body, policy) if self.active() else _IDLE

@@ -6,7 +6,7 @@ OpenAI shape has no place for.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Result(BaseModel):
@@ -16,16 +16,13 @@ class _Result(BaseModel):
 class _Answer(_Result):
     """A top-level result: it also says which instance produced it.
 
-    The private attribute lives here only: pydantic initialises private
-    attributes on every model instance, and on each nested choice and usage
-    that cost was a measurable share of the client's overhead.
+    `instance_id` is a field left out of `model_dump()`, not a pydantic
+    private attribute: private attributes run a post-init hook on every
+    result, a measurable share of the client's per-request cost.  It lives
+    on top-level results only, not on each nested choice.
     """
 
-    _instance_id: str | None = PrivateAttr(default=None)
-
-    @property
-    def instance_id(self) -> str | None:
-        return self._instance_id
+    instance_id: str | None = Field(default=None, exclude=True)
 
 
 class Usage(_Result):
