@@ -8,6 +8,11 @@ Open-loop Poisson arrivals at about 70% of the total capacity go through
 picks the instance with the shortest true queue (this process is the only
 client, so its in-flight count per instance is the true queue).
 
+The policies take turns in each of `--rounds` rounds, and every policy of a
+round meets the same arrival times.  The latencies of all rounds are pooled:
+a p99 of a single 20-second run rests on its 17 slowest requests and moved
+by a third between runs; the per-round p99s are reported beside it.
+
 Run: `.venv/bin/python bench/balance.py`.  Writes bench/results/balance.json
 and prints p50 and p99 latency per policy.
 """
@@ -58,6 +63,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def run_policy(client: ModelClient, model: str, policy: str, rate: float, seconds: float, seed: int) -> dict:
+    """One open-loop run; the arrival times depend only on `seed`, so every policy of a round meets the same load."""
     rng = random.Random(seed)
     latencies: list[float] = []
     errors = 0
@@ -86,13 +92,20 @@ async def run_policy(client: ModelClient, model: str, policy: str, rate: float, 
         i += 1
         next_at += rng.expovariate(rate)
     await asyncio.gather(*tasks)
+    return {"latencies": latencies, "errors": errors}
+
+
+def summary(policy: str, runs: list[dict]) -> dict:
+    """Latencies of all rounds pooled: a p99 from a few thousand samples, not a few hundred."""
+    latencies = [x for run in runs for x in run["latencies"]]
     return {
         "policy": policy,
         "requests": len(latencies),
-        "errors": errors,
+        "errors": sum(run["errors"] for run in runs),
         "p50_ms": round(pct(latencies, 50) * 1000, 1),
         "p99_ms": round(pct(latencies, 99) * 1000, 1),
         "mean_ms": round(statistics.mean(latencies) * 1000, 1),
+        "p99_ms_per_round": [round(pct(run["latencies"], 99) * 1000, 1) for run in runs],
     }
 
 
@@ -110,20 +123,22 @@ async def main(args: argparse.Namespace) -> None:
     fast_s = (10 + (TOKENS - 1) * 2) / 1000
     capacity = 3 / fast_s + 1 / (3 * fast_s)
     rate = args.utilisation * capacity
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         url = f"file://{tmp}/registry.db"
         fleet = Fleet(url, "bal", [1, 1, 1, 1], Path(tmp), ("--slots", "1", "--slowdown", "0"),
                       member_args=[FAST, FAST, FAST, SLOW])  # fmt: skip
         fleet.start()
         try:
+            runs: dict[str, list[dict]] = {policy: [] for policy in args.policies}
             async with ModelClient(url) as client:
-                for n, policy in enumerate(args.policies):
-                    await idle(client, "bal")
-                    print(f"{policy}: Poisson {rate:.1f} req/s for {args.seconds:g}s ...", flush=True)
-                    rows.append(await run_policy(client, "bal", policy, rate, args.seconds, seed=n))
+                for round_ in range(args.rounds):
+                    for policy in args.policies:
+                        await idle(client, "bal")
+                        print(f"round {round_ + 1}, {policy}: {rate:.1f} req/s for {args.seconds:g}s", flush=True)
+                        runs[policy].append(await run_policy(client, "bal", policy, rate, args.seconds, seed=round_))
         finally:
             fleet.stop()
+    rows = [summary(policy, policy_runs) for policy, policy_runs in runs.items()]
 
     by = {row["policy"]: row for row in rows}
     checks = {}
@@ -140,6 +155,7 @@ async def main(args: argparse.Namespace) -> None:
             "capacity_rps": round(capacity, 1),
             "rate_rps": round(rate, 1),
             "seconds": args.seconds,
+            "rounds": args.rounds,
             "service_ms_fast": fast_s * 1000,
         },
         "targets": {"least_loaded_p99_over_oracle": 1.25, "least_loaded_p99_over_weighted_random": 0.5},
@@ -147,7 +163,7 @@ async def main(args: argparse.Namespace) -> None:
         "results": rows,
     }
     print()
-    columns = ["policy", "requests", "errors", "p50_ms", "p99_ms", "mean_ms"]
+    columns = ["policy", "requests", "errors", "p50_ms", "p99_ms", "mean_ms", "p99_ms_per_round"]
     print(table([c.replace("_", " ") for c in columns], [[r[c] for c in columns] for r in rows]))
     for name, value in checks.items():
         print(f"{name}: {value}")
@@ -157,7 +173,8 @@ async def main(args: argparse.Namespace) -> None:
 
 def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per policy and round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--utilisation", type=float, default=0.7)
     parser.add_argument(
         "--policies", nargs="+",
