@@ -87,6 +87,7 @@ bench: etcd venv
 	$(PY) bench/worker.py
 	$(PY) bench/client_overhead.py
 	$(PY) bench/balance.py
+	$(PY) bench/balance_model.py
 
 clean:
 	rm -rf $(VENV) $(VVENV) build *.egg-info

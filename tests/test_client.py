@@ -36,8 +36,14 @@ MESSAGES = [{"role": "user", "content": "hello"}]
 def fleets(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
     started: list[Fleet] = []
 
-    def start(url: str, weights: list[float], *sim_args: str, model: str | None = None) -> Fleet:
-        fleet = Fleet(url, model or f"m-{uuid.uuid4().hex[:6]}", weights, tmp_path, sim_args)
+    def start(
+        url: str,
+        weights: list[float],
+        *sim_args: str,
+        model: str | None = None,
+        member_args: list[tuple[str, ...]] | None = None,
+    ) -> Fleet:
+        fleet = Fleet(url, model or f"m-{uuid.uuid4().hex[:6]}", weights, tmp_path, sim_args, member_args)
         started.append(fleet)
         return fleet.start()
 
@@ -110,6 +116,22 @@ async def test_least_loaded_moves_traffic_away_from_a_busy_instance(
     busy_share = shares(counts, fleet)[0]
     print(f"least_loaded: the busy instance got {busy_share:.0%} of 60 requests")
     assert busy_share <= 0.1
+
+
+async def test_least_loaded_breaks_ties_away_from_a_slow_instance(fleets: Callable[..., Fleet], tmp_path: Path) -> None:
+    """One request at a time, so every choice is a tie on load; the instance seen answering 10x slower loses them."""
+    url = f"file://{tmp_path}/r.db"
+    fleet = fleets(url, [1, 1], "--ttft-ms", "10", "--tpot-ms", "0", "--slowdown", "0",
+                   member_args=[(), ("--ttft-ms", "100")])  # fmt: skip
+    slow = fleet.instance_of(fleet.members[1])
+    async with ModelClient(url, policy="least_loaded") as client:
+        counts: Counter[str] = Counter()
+        for _ in range(40):
+            reply = await client.completions.create(model=fleet.model, prompt="x", max_tokens=1)
+            counts[reply.instance_id] += 1
+    slow_count = sum(n for i, n in counts.items() if i.startswith(slow))
+    print(f"least_loaded: the slow instance got {slow_count} of 40 sequential requests")
+    assert slow_count <= 4  # one to learn its speed; random ties would give it about 20
 
 
 async def _published_busy(client: ModelClient, fleet: Fleet) -> bool:

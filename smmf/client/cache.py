@@ -65,7 +65,7 @@ class InstanceCache:
             endpoint = endpoints[record.id] = Endpoint(record)
             endpoint.can_eject = lambda model=record.model: self._others_available(model)
         else:
-            endpoint.record = record
+            endpoint.update(record)
         self._by_id[record.id] = record.model
 
     def _remove(self, instance_id: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 
 from ..instance import Instance
 
@@ -18,8 +19,10 @@ EJECT_AFTER = 3
 #: First ejection length; doubles with each repeated ejection, up to the cap.
 EJECT_BASE = 2.0
 EJECT_CAP = 60.0
-#: Decay time of the latency EWMA.
+#: Decay time of the latency EWMAs.
 EWMA_TAU = 10.0
+#: Changes of the local in-flight count remembered, to tell which of a published load were this client's.
+HISTORY = 256
 
 
 class Ticket:
@@ -31,13 +34,13 @@ class Ticket:
         self.endpoint = endpoint
         self.started = time.monotonic()
         self._done = False
-        endpoint.inflight += 1
+        endpoint.count(+1)
 
     def end(self, ok: bool, latency: float | None = None) -> None:
         if self._done:
             return
         self._done = True
-        self.endpoint.inflight -= 1
+        self.endpoint.count(-1)
         if ok:
             self.endpoint.succeeded(time.monotonic() - self.started if latency is None else latency)
         else:
@@ -48,7 +51,14 @@ class Endpoint:
     def __init__(self, record: Instance) -> None:
         self.record = record
         self.inflight = 0
+        #: How many of this client's requests the record's load figure counted.
+        self.own_in_published = 0
+        #: (when, in-flight before) of recent changes of `inflight`.
+        self._changes: deque[tuple[float, int]] = deque(maxlen=HISTORY)
+        #: Peak-sensitive latency EWMA, for `peak_ewma`: one slow answer is noticed at once.
         self.ewma = 0.0
+        #: Plain latency EWMA, for telling a slow machine from a fast one that was briefly busy.
+        self.mean_latency = 0.0
         self._ewma_at = time.monotonic()
         self.consecutive_failures = 0
         self.ejections = 0
@@ -68,11 +78,45 @@ class Endpoint:
         """Up, not ejected and not cooling down after a `Retry-After`."""
         return self.record.eligible and now >= self.ejected_until and now >= self.cooling_until
 
+    def count(self, change: int) -> None:
+        """Change this client's in-flight count here, remembering when (see `inflight_at`)."""
+        self._changes.append((time.time(), self.inflight))
+        self.inflight += change
+
+    def inflight_at(self, when: float) -> int:
+        """This client's in-flight count here at wall-clock time `when`, as far back as the history reaches."""
+        value = self.inflight
+        for at, before in reversed(self._changes):
+            if at <= when:
+                break
+            value = before
+        return value
+
+    def update(self, record: Instance) -> None:
+        """A newer record of this instance: local counters carry over, and its published load is placed in time.
+
+        A load the instance publishes already counts this client's requests
+        that were in flight there when it was measured (`load.updated_at`).
+        How many that was is looked up in this endpoint's history and left
+        out of `load`.  The lookup trusts the clocks of the two hosts to
+        agree to well within a request's duration (NTP does); a figure
+        stamped later than this host's now is taken as of now.
+        """
+        if record.load != self.record.load:
+            self.own_in_published = self.inflight_at(min(record.load.updated_at, time.time()))
+        self.record = record
+
     @property
     def load(self) -> float:
-        """Local in-flight plus the load the instance last published, per unit of weight."""
+        """Local in-flight plus the load others put on the instance when it last published, per unit of weight.
+
+        Counting the published figure whole would count this client's own
+        requests twice, once as they are now and once as they were up to a
+        publishing interval ago: with short requests that stale copy is
+        noise larger than the difference between two instances.
+        """
         published = self.record.load.inflight + self.record.load.queued
-        return (self.inflight + published) / self.record.weight
+        return (self.inflight + max(0, published - self.own_in_published)) / self.record.weight
 
     @property
     def cost(self) -> float:
@@ -84,11 +128,10 @@ class Endpoint:
         self.consecutive_failures = 0
         if self.ejections and now > self.ejected_until:
             self.ejections -= 1  # each success after an ejection forgives one, so only repeated ejections grow
-        if latency > self.ewma:  # peak-sensitive: a slow response counts at once, recovery decays
-            self.ewma = latency
-        else:
-            weight = math.exp(-(now - self._ewma_at) / EWMA_TAU)
-            self.ewma = self.ewma * weight + latency * (1 - weight)
+        weight = math.exp(-(now - self._ewma_at) / EWMA_TAU)
+        # peak-sensitive: a slow response counts at once, recovery decays
+        self.ewma = latency if latency > self.ewma else self.ewma * weight + latency * (1 - weight)
+        self.mean_latency = self.mean_latency * weight + latency * (1 - weight) if self.mean_latency else latency
         self._ewma_at = now
 
     def failed(self) -> None:

@@ -85,6 +85,9 @@ class Sidecar:
         self.healthy = False
         self.terminating = False
         self.load = LoadSample(0, 0)
+        #: When `load` was read from the server: a record written for another reason keeps this time, so
+        #: clients can tell which of their own requests the figure counted (`Endpoint.update`).
+        self.load_at = time.time()
         self.writes = 0
         self._probed_healthy = False
         self._keepalive: asyncio.Task[None] | None = None
@@ -104,7 +107,12 @@ class Sidecar:
             weight=self.config.weight,
             state=self.state,
             labels=self.config.labels,
-            load=Load(inflight=self.load.inflight, queued=self.load.queued, kv_cache_usage=self.load.kv_cache_usage),
+            load=Load(
+                inflight=self.load.inflight,
+                queued=self.load.queued,
+                kv_cache_usage=self.load.kv_cache_usage,
+                updated_at=self.load_at,
+            ),
         )
 
     async def _register(self) -> None:
@@ -205,7 +213,7 @@ class Sidecar:
                 continue
             sample = await self.upstream.load()
             if sample is not None and sample != self.load:
-                self.load = sample
+                self.load, self.load_at = sample, time.time()
                 await self._write()
 
     async def _admin_loop(self) -> None:

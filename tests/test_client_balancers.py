@@ -1,0 +1,81 @@
+"""What `least_loaded` compares: the load others put on an instance, and who wins a tie.
+
+The end-to-end behaviour (traffic leaving a busy or slow instance) is tested
+against real sim workers in `test_client.py`; these pin down the two rules
+the balance benchmark rests on, on real `Endpoint` objects.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+
+from smmf.client.balancers import LeastLoaded
+from smmf.client.endpoint import Endpoint
+from smmf.instance import Instance, Load, State
+
+
+def record(load: Load | None = None, *, id: str = "h:1-a", state: State = State.UP) -> Instance:
+    return Instance(id=id, model="m", endpoint="http://h:1/v1", state=state, load=load or Load(updated_at=0))
+
+
+def test_published_load_counts_other_clients_not_this_one() -> None:
+    endpoint = Endpoint(record())
+    first, second = endpoint.begin(), endpoint.begin()
+    figure = Load(inflight=2, queued=1, updated_at=time.time())  # read while our two and one other were there
+    endpoint.update(record(figure))
+    assert endpoint.load == 3  # not 5: our two are not counted twice
+    first.end(ok=True)
+    assert endpoint.load == 2  # ours: 1, the other client's: 1 (as of the figure)
+    endpoint.update(record(figure, state=State.DRAINING))  # the record rewritten for another reason
+    assert endpoint.load == 2
+    second.end(ok=True)
+    endpoint.update(record(Load(inflight=1, updated_at=time.time())))
+    assert endpoint.load == 1  # the other client's, none of ours
+
+
+def test_a_figure_read_before_our_requests_counts_none_of_them() -> None:
+    endpoint = Endpoint(record())
+    before = time.time() - 1
+    tickets = [endpoint.begin() for _ in range(3)]
+    endpoint.update(record(Load(inflight=2, updated_at=before)))  # two requests of another client
+    assert endpoint.load == 5
+    for ticket in tickets:
+        ticket.end(ok=False)
+    assert endpoint.inflight == 0 and endpoint.load == 2
+
+
+def test_a_figure_from_a_clock_ahead_of_ours_is_taken_as_of_now() -> None:
+    endpoint = Endpoint(record())
+    endpoint.begin()
+    endpoint.update(record(Load(inflight=1, updated_at=time.time() + 60)))
+    assert endpoint.load == 1
+
+
+def picks(fast_latency: float, slow_latency: float, n: int = 400) -> Counter[str]:
+    a, b = Endpoint(record(id="h:1-a")), Endpoint(record(id="h:2-b"))
+    a.mean_latency, b.mean_latency = fast_latency, slow_latency
+    balancer = LeastLoaded(random.Random(1))
+    return Counter(balancer.pick([a, b], None).id for _ in range(n))
+
+
+def test_ties_go_to_a_clearly_faster_instance() -> None:
+    assert picks(0.03, 0.09) == Counter({"h:1-a": 400})
+
+
+def test_ties_between_similar_instances_are_random() -> None:
+    counts = picks(0.03, 0.04)
+    assert 150 <= counts["h:1-a"] <= 250, counts  # binomial(400, 0.5): 4.5 sigma either side
+
+
+def test_an_instance_not_yet_measured_wins_ties() -> None:
+    """So a new instance gets tried, and learned, at once."""
+    assert picks(0.0, 0.03) == Counter({"h:1-a": 400})
+
+
+def test_lower_load_beats_speed() -> None:
+    a, b = Endpoint(record(id="h:1-a")), Endpoint(record(id="h:2-b"))
+    a.mean_latency, b.mean_latency = 0.03, 0.3
+    a.begin()
+    assert {LeastLoaded(random.Random(2)).pick([a, b], None).id for _ in range(50)} == {"h:2-b"}
