@@ -16,20 +16,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
 
+from processes import SmmfProcess  # noqa: E402  (the tests' smmf processes, stopped by PID)
 from report import save  # noqa: E402
 
 PROMPTS = [
@@ -41,42 +45,26 @@ PROMPTS = [
 ]
 
 
-class Worker:
-    """`smmf worker ...` in a subprocess on a free port, optionally pinned to CPUs; stopped by PID."""
+@contextlib.contextmanager
+def worker(args: list[str], cpus: str | None = None) -> Iterator[SmmfProcess]:
+    """`smmf worker ARGS` on a free port (pinned to `cpus`), healthy; stopped by PID on the way out."""
+    with tempfile.TemporaryDirectory() as logs:
+        process = SmmfProcess(["worker", *args, "--port", "0"], Path(logs), cpus=cpus)
+        try:
+            yield process.start(url_timeout=300).wait_healthy(300)
+        finally:
+            process.stop()
 
-    def __init__(self, args: list[str], cpus: str | None = None) -> None:
-        prefix = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
-        self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "smmf.cli", "worker", *args, "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        self.url = self.proc.stdout.readline().decode().strip()
-        if not self.url.startswith("http"):
-            self.stop()
-            raise RuntimeError(f"worker {args[:1]} did not start")
 
-    async def wait_healthy(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as session:
-            while time.monotonic() < deadline:
-                try:
-                    async with session.get(f"{self.url}/health") as reply:
-                        if reply.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.2)
-        raise RuntimeError("worker not healthy")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+@contextlib.contextmanager
+def pinned(cpus: set[int]) -> Iterator[None]:
+    """This process on `cpus` only (where taskset pins the server elsewhere), then on all again."""
+    if shutil.which("taskset"):
+        os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
 # -- 1. llama.cpp through HTTP vs in-process ---------------------------------
@@ -106,21 +94,17 @@ async def llama_overhead(rounds: int, max_tokens: int, threads: int) -> dict[str
     from smmf.worker.bundled import gemma_gguf
 
     path = gemma_gguf()
-    worker = Worker(["llama-cpp", "--model", "gemma", "--threads", str(threads), "--n-ctx", "2048"])
-    try:
-        await worker.wait_healthy()
+    with worker(["llama-cpp", "--model", "gemma", "--threads", str(threads), "--n-ctx", "2048"]) as server:
         llm = Llama(model_path=str(path), n_ctx=2048, n_threads=threads, verbose=False)
-        await http_round(worker.url, 8)  # warm both
+        await http_round(server.url, 8)  # warm both
         in_process_round(llm, 8)
         direct, http = [], []
         for _ in range(rounds):
             tokens, seconds = in_process_round(llm, max_tokens)
             direct.append(tokens / seconds)
-            tokens, seconds = await http_round(worker.url, max_tokens)
+            tokens, seconds = await http_round(server.url, max_tokens)
             http.append(tokens / seconds)
             print(f"  round: in-process {direct[-1]:.1f} tok/s, http {http[-1]:.1f} tok/s", flush=True)
-    finally:
-        worker.stop()
     return {
         "rounds": rounds,
         "prompts": len(PROMPTS),
@@ -139,22 +123,15 @@ async def llama_overhead(rounds: int, max_tokens: int, threads: int) -> dict[str
 
 
 async def sim_throughput(concurrency: int, seconds: float) -> dict[str, object]:
-    worker = Worker(
-        ["sim", "--model", "sim", "--ttft-ms", "0", "--tpot-ms", "0", "--slots", "1024",
-         "--max-concurrency", "1024", "--max-queue", "1024"],
-        cpus="0",
-    )  # fmt: skip
-    try:
-        await worker.wait_healthy()
-        if shutil.which("taskset"):
-            os.sched_setaffinity(0, {1})
-        body = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
-        connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(connector=connector) as session:
+    args = ["sim", "--model", "sim", "--ttft-ms", "0", "--tpot-ms", "0", "--slots", "1024",
+            "--max-concurrency", "1024", "--max-queue", "1024"]  # fmt: skip
+    body = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
+    with worker(args, cpus="0") as server, pinned({1}):
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
 
             async def loop(deadline: float, counts: list[int]) -> None:
                 while time.perf_counter() < deadline:
-                    async with session.post(f"{worker.url}/v1/chat/completions", json=body) as reply:
+                    async with session.post(f"{server.url}/v1/chat/completions", json=body) as reply:
                         await reply.read()
                         counts[0 if reply.status == 200 else 1] += 1
 
@@ -164,17 +141,14 @@ async def sim_throughput(concurrency: int, seconds: float) -> dict[str, object]:
             started = time.perf_counter()
             await asyncio.gather(*(loop(started + seconds, counts) for _ in range(concurrency)))
             elapsed = time.perf_counter() - started
-            async with session.get(f"{worker.url}/metrics") as reply:
+            async with session.get(f"{server.url}/metrics") as reply:
                 metrics = await reply.text()
-            served = sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in metrics.splitlines()
-                if line.startswith('smmf_requests_total{endpoint="/v1/chat/completions",status="200"}')
-            )
-            affinity = subprocess.run(["taskset", "-pc", str(worker.proc.pid)], capture_output=True, text=True).stdout
-    finally:
-        worker.stop()
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        served = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith('smmf_requests_total{endpoint="/v1/chat/completions",status="200"}')
+        )
+        affinity = subprocess.run(["taskset", "-pc", str(server.pid)], capture_output=True, text=True).stdout
     return {
         "concurrency": concurrency,
         "seconds": round(elapsed, 2),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +19,18 @@ class SmmfProcess:
     """`python -m smmf.cli ARGS...`; stdout's first line is read as the URL when `url_line` is set."""
 
     def __init__(
-        self, args: list[str], log_dir: Path, *, python: str = sys.executable, env: dict[str, str] | None = None
+        self,
+        args: list[str],
+        log_dir: Path,
+        *,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+        cpus: str | None = None,
     ):
         self.args = args
+        #: Pinned to these CPUs (taskset's list syntax) when given and taskset exists: benchmarks keep the
+        #: server and the load generator on different cores.
+        self.prefix = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
         self.log_path = log_dir / f"smmf-{args[0]}-{time.monotonic_ns()}.log"
         self.python = python
         self.env = {**os.environ, **(env or {})}
@@ -36,7 +46,7 @@ class SmmfProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [self.python, "-m", "smmf.cli", *self.args],
+                [*self.prefix, self.python, "-m", "smmf.cli", *self.args],
                 stdout=subprocess.PIPE if expect_url else log, stderr=log, env=self.env, cwd=ROOT,
             )  # fmt: skip
         if not expect_url:
