@@ -82,9 +82,9 @@ class LeastLoaded(_PowerOfTwo):
     sends half of the idle-versus-idle choices to a slow machine the weights
     do not know about.  In the balance benchmark's setting (one of four
     instances 3x slower) that alone puts p99 about 1.4x above an oracle
-    that sees every queue, and breaking ties by latency brings it back to
-    within a few per cent (`bench/balance_model.py`).  Instances of similar speed still split ties at
-    random, so weights keep their shares.
+    that sees every queue; breaking ties by latency brings it back to
+    within a few per cent (`bench/balance_model.py`).  Instances of similar
+    speed still split ties at random, so weights keep their shares.
     """
 
     def cost(self, endpoint: Endpoint) -> float:
