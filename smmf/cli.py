@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .instance import Instance
+from .instance import Instance, Protocol
 from .management import NotActed, UnknownInstance, control, model_summary
 from .registry_drivers import AdminAction, RegistryError, UnsupportedRegistry, open_registry
 
@@ -197,7 +197,6 @@ async def _control(args: argparse.Namespace) -> int:
 
 
 async def _register(args: argparse.Namespace) -> int:
-    from .instance import Instance, Protocol
     from .worker.backends.template import template_from_args
 
     try:

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .instance import Instance
 from .registry_drivers import open_registry
 from .registry_drivers.urls import default_url
 from .worker.backends import BACKENDS
@@ -159,7 +160,7 @@ class Launcher:
             )
             log.close()
 
-    async def wait_registered(self, timeout: float, progress: bool = True) -> list[Any]:
+    async def wait_registered(self, timeout: float, progress: bool = True) -> list[Instance]:
         """Until every instance is registered; raises with the log of one that exited."""
         deadline = time.monotonic() + timeout
         async with open_registry(self.registry_url) as registry:
@@ -169,8 +170,7 @@ class Launcher:
                     if proc.returncode is not None:
                         tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
                         raise RuntimeError(f"instance {name!r} stopped (exit {proc.returncode}):\n{tail}")
-                records = [r for r in (await registry.list()).records if r.labels.get("name") in self.processes]
-                mine = {r.labels["name"]: r for r in records if self._is_mine(r)}
+                mine = {r.labels["name"]: r for r in (await registry.list()).records if self._is_mine(r)}
                 if progress and len(mine) != shown:
                     shown = len(mine)
                     print(f"  {shown}/{len(self.processes)} instances registered", flush=True)
@@ -183,7 +183,7 @@ class Launcher:
                     )
                 await asyncio.sleep(0.25)
 
-    def _is_mine(self, record: Any) -> bool:
+    def _is_mine(self, record: Instance) -> bool:
         spec = next((s for s in self.config.instances if s.name == record.labels.get("name")), None)
         return spec is not None and record.endpoint == f"http://{spec.host}:{spec.port}/v1"
 

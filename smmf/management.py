@@ -9,10 +9,10 @@ its state is changed in the record itself.
 from __future__ import annotations
 
 import asyncio
-import time
+from contextlib import aclosing
 
 from .instance import Instance, Protocol, State
-from .registry_drivers import AdminAction, AdminState, Registry
+from .registry_drivers import AdminAction, AdminState, Registry, RegistryError
 
 
 class UnknownInstance(LookupError):
@@ -45,13 +45,20 @@ async def control(
     await registry.put_admin(instance_id, action, requested_by=requested_by)
     requested = await registry.get_admin(instance_id)
     assert requested is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = await registry.get_admin(instance_id)
-        if current is not None and current.requested_at == requested.requested_at and current.acked_at is not None:
-            return current
-        await asyncio.sleep(0.1)
-    raise NotActed(f"{instance_id} did not confirm {action} within {timeout:g}s; its sidecar may be down")
+    try:
+        return await asyncio.wait_for(_acknowledged(registry, instance_id, requested), timeout)
+    except TimeoutError:
+        raise NotActed(f"{instance_id} did not confirm {action} within {timeout:g}s; its sidecar may be down") from None
+
+
+async def _acknowledged(registry: Registry, instance_id: str, requested: AdminState) -> AdminState:
+    """The admin key once the sidecar has written `requested` back as done (the watch's snapshot included)."""
+    async with aclosing(registry.watch_admin(instance_id)) as events:
+        async for event in events:
+            for state in event.values:
+                if state.requested_at == requested.requested_at and state.acked_at is not None:
+                    return state
+    raise RegistryError("the admin watch ended")  # a watch never ends on its own
 
 
 def model_summary(records: list[Instance]) -> dict[str, dict[str, int]]:

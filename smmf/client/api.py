@@ -146,7 +146,8 @@ class ModelClient:
             call.finish(error=exc)
             raise
         if isinstance(result, Stream):
-            return Stream(_observed(result, call), result.instance_id)
+            # Telemetry off: the stream as it is, without a generator in the way of every chunk.
+            return Stream(_observed(result, call), result.instance_id) if call.recording else result
         call.finish(result)
         return result
 
@@ -161,7 +162,8 @@ async def _observed(stream: Stream[Any], call: Call) -> AsyncIterator[Any]:
         async with aclosing(stream) as chunks:
             async for chunk in chunks:
                 call.first_token()
-                parts.append(generated_text(chunk) or "")
+                if call.capturing:
+                    parts.append(generated_text(chunk) or "")
                 last = chunk
                 yield chunk
     except GeneratorExit:

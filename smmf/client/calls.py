@@ -18,6 +18,7 @@ import aiohttp
 from pydantic import BaseModel
 
 from ..instance import Protocol
+from ..sse import Unfinished, json_events
 from ..templating import ExtractError, TemplateCallError, call_template, prompt_from_messages
 from .endpoint import Endpoint, Ticket
 from .errors import APIConnectionError, APIStatusError, StreamInterrupted
@@ -117,14 +118,7 @@ async def _sse(
 ) -> AsyncIterator[R]:
     ok = False
     try:
-        async for line in response.content:
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                ok = True
-                return
-            payload = json.loads(data)
+        async for payload in json_events(response.content):
             if "error" in payload:
                 message = (
                     payload["error"].get("message", "error") if isinstance(payload["error"], dict) else payload["error"]
@@ -135,7 +129,9 @@ async def _sse(
             chunk = parse.model_validate(payload)
             chunk.instance_id = endpoint.id
             yield chunk
-        raise StreamInterrupted(f"{endpoint.id}: stream ended before [DONE]", instance_id=endpoint.id)
+        ok = True
+    except Unfinished:
+        raise StreamInterrupted(f"{endpoint.id}: stream ended before [DONE]", instance_id=endpoint.id) from None
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise StreamInterrupted(
             f"{endpoint.id}: stream broke: {exc.__class__.__name__}", instance_id=endpoint.id

@@ -84,7 +84,10 @@ class Endpoint:
         self.inflight += change
 
     def inflight_at(self, when: float) -> int:
-        """This client's in-flight count here at wall-clock time `when`, as far back as the history reaches."""
+        """This client's in-flight count here at wall-clock time `when` (now, for a time after the last change).
+
+        As far back as the history reaches; before that, the oldest count it holds.
+        """
         value = self.inflight
         for at, before in reversed(self._changes):
             if at <= when:
@@ -100,10 +103,10 @@ class Endpoint:
         How many that was is looked up in this endpoint's history and left
         out of `load`.  The lookup trusts the clocks of the two hosts to
         agree to well within a request's duration (NTP does); a figure
-        stamped later than this host's now is taken as of now.
+        stamped later than this host's now counts what is in flight now.
         """
         if record.load != self.record.load:
-            self.own_in_published = self.inflight_at(min(record.load.updated_at, time.time()))
+            self.own_in_published = self.inflight_at(record.load.updated_at)
         self.record = record
 
     @property

@@ -71,6 +71,16 @@ class Call:
             prompt = body.get("messages", body.get("prompt", body.get("input")))
             self._span.add_event("gen_ai.content.prompt", {"gen_ai.prompt": json.dumps(prompt)})
 
+    @property
+    def recording(self) -> bool:
+        """Whether this call has a span (telemetry is on)."""
+        return self._span is not None
+
+    @property
+    def capturing(self) -> bool:
+        """Whether the generated text goes into the span."""
+        return self._t is not None and self._t.capture_content
+
     def instance(self, endpoint: Endpoint) -> None:
         if self._span is None:
             return

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -112,6 +112,11 @@ class Snapshot(Generic[T]):
     items: dict[str, T] = field(default_factory=dict)
     revision: int = 0
 
+    @property
+    def values(self) -> list[T]:
+        """What this event says exists now (every event has `values`, so a watcher need not ask which it got)."""
+        return list(self.items.values())
+
 
 @dataclass(frozen=True, slots=True)
 class Put(Generic[T]):
@@ -119,11 +124,19 @@ class Put(Generic[T]):
     value: T
     revision: int
 
+    @property
+    def values(self) -> list[T]:
+        return [self.value]
+
 
 @dataclass(frozen=True, slots=True)
 class Delete:
     id: str
     revision: int
+
+    @property
+    def values(self) -> list[Any]:
+        return []
 
 
 WatchEvent = Snapshot[T] | Put[T] | Delete

@@ -23,7 +23,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from ..instance import Instance, Kind, Load, State, new_instance_id
-from ..registry_drivers import AdminAction, AdminState, Lease, Put, RegistryUnavailable, Snapshot, open_registry
+from ..registry_drivers import AdminAction, AdminState, Lease, RegistryUnavailable, open_registry
 from ..registry_drivers.backoff import Backoff
 from .child import Child
 from .upstream import BACKEND, LoadSample, Upstream, UpstreamType
@@ -218,10 +218,7 @@ class Sidecar:
 
     async def _admin_loop(self) -> None:
         async for event in self.registry.watch_admin(self.instance_id):
-            states = (
-                event.items.values() if isinstance(event, Snapshot) else [event.value] if isinstance(event, Put) else []
-            )
-            for state in states:
+            for state in event.values:
                 if state.acked_at is None:
                     await self._events.put(("admin", state))
 

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from ...instance import Kind
+from ...sse import Unfinished, json_events
 from ..errors import upstream_error
 from ..protocol import ChatRequest, CompletionRequest, Delta, EmbeddingRequest, Usage
 from .base import Backend, ModelLoadError
@@ -98,13 +99,7 @@ class ProxyBackend(Backend):
         finish: str | None = None
         usage = Usage()
         try:
-            async for line in reply.content:
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    break
-                chunk = json.loads(data)
+            async for chunk in json_events(reply.content):
                 if "error" in chunk:
                     raise upstream_error(502, f"The upstream failed mid-stream: {chunk['error']}")
                 if chunk.get("usage"):
@@ -114,6 +109,8 @@ class ProxyBackend(Backend):
                     finish = choice.get("finish_reason") or finish
                     if text:
                         yield Delta(text)
+        except Unfinished:
+            pass  # an upstream that stops without [DONE] has still sent all it will: finish the answer
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
             raise upstream_error(502, f"The upstream stream broke: {exc.__class__.__name__}") from None
         finally:
