@@ -2,7 +2,7 @@
 #
 # Everything the tests need is installed from here, so a fresh clone on a
 # fresh machine passes:
-#   .venv       the package with its test, etcd, llama-cpp, embeddings and otel extras
+#   .venv       the package with its test, check, etcd, llama-cpp, embeddings and otel extras
 #   .venv-vllm  vLLM's CPU build beside smmf (vLLM pins its own torch stack)
 #   etcd        the server binary from Debian's etcd-server package
 
@@ -28,9 +28,15 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 WHEELS           := .cache/wheels
 LLAMA_WHEEL      := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
 
-.PHONY: test test-main test-vllm demo venv venv-vllm etcd bench clean
+.PHONY: test test-main test-vllm check demo venv venv-vllm etcd bench clean
 
-test: test-main test-vllm
+test: check test-main test-vllm
+
+# ruff (lint and import order), ruff's formatter, and mypy with the pydantic plugin; any finding fails.
+check: venv
+	$(PY) -m ruff check smmf tests bench examples
+	$(PY) -m ruff format --check smmf tests bench examples
+	$(PY) -m mypy
 
 # The main job: a local deployment of the real models, driven through the client library.
 demo: venv
@@ -44,10 +50,12 @@ test-vllm: venv-vllm
 
 venv: $(VENV)/.installed
 
+# torch first, from the CPU wheel on disk; then the llama.cpp wheel by file together with the
+# project, so pip resolves both at once (installing the wheel alone first leaves its dependencies
+# missing until the next step, and pip reports that as an ERROR).
 $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL) | $(VENV)/bin/python
-	$(PIP) install --quiet --no-deps $(LLAMA_WHEEL)
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet -e '.[test,etcd,llama-cpp,embeddings,otel]'
+	$(PIP) install --quiet $(LLAMA_WHEEL) -e '.[test,check,etcd,llama-cpp,embeddings,otel]'
 	touch $@
 
 $(VENV)/bin/python:
@@ -83,11 +91,11 @@ etcd:
 	fi
 
 bench: etcd venv
-	$(PY) bench/registry.py
-	$(PY) bench/worker.py
-	$(PY) bench/client_overhead.py
-	$(PY) bench/balance.py
-	$(PY) bench/balance_model.py
+	$(PY) -m bench.registry
+	$(PY) -m bench.worker
+	$(PY) -m bench.client_overhead
+	$(PY) -m bench.balance
+	$(PY) -m bench.balance_model
 
 clean:
 	rm -rf $(VENV) $(VVENV) build *.egg-info

@@ -24,23 +24,16 @@ import argparse
 import asyncio
 import random
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from fleet import Fleet  # noqa: E402  (the tests' fleet of sim workers behind sidecars)
-from report import save, table  # noqa: E402
-
-from smmf.client import ModelClient  # noqa: E402
-from smmf.client.balancers import register  # noqa: E402
-from smmf.client.endpoint import Endpoint  # noqa: E402
+from bench.report import save, table
+from smmf.client import ModelClient, Request
+from smmf.client.balancers import register_policy
+from smmf.client.peer import Peer
+from tests.support.fleet import Fleet
 
 FAST = ("--ttft-ms", "10", "--tpot-ms", "2")  # 10 tokens: 10 + 9 x 2 = 28 ms
 SLOW = ("--ttft-ms", "30", "--tpot-ms", "6")  # 3x: 84 ms
@@ -53,7 +46,7 @@ class ShortestQueue:
     def __init__(self) -> None:
         self.rng = random.Random(7)
 
-    def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint:
+    def pick(self, candidates: Sequence[Peer], request: Request) -> Peer:
         least = min(c.inflight for c in candidates)
         return self.rng.choice([c for c in candidates if c.inflight == least])
 
@@ -120,7 +113,7 @@ async def idle(client: ModelClient, model: str, timeout: float = 30.0) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    register("oracle", ShortestQueue)
+    register_policy("oracle", ShortestQueue)
     fast_s = (10 + (TOKENS - 1) * 2) / 1000
     capacity = 3 / fast_s + 1 / (3 * fast_s)
     rate = args.utilisation * capacity

@@ -24,7 +24,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 
-from report import save, table
+from bench.report import save, table
 
 SERVICE = (0.028, 0.028, 0.028, 0.084)
 

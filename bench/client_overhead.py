@@ -20,25 +20,17 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from report import save, table  # noqa: E402
-from worker import pinned, worker  # noqa: E402  (bench/worker.py: a worker process, pinned cores)
-
-from smmf.client import ModelClient  # noqa: E402
-from smmf.instance import Instance  # noqa: E402
-from smmf.registry_drivers import open_registry  # noqa: E402
+from bench.report import save, table
+from bench.worker import pinned, worker
+from smmf.client import ModelClient
+from smmf.instance import Instance
+from smmf.registry import open_registry
 
 BODY = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
 

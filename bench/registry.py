@@ -23,16 +23,11 @@ import time
 from contextlib import aclosing
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from etcd_server import EtcdCluster  # noqa: E402  (the tests' real-etcd harness)
-from report import save, table  # noqa: E402
-
-from smmf.instance import Instance  # noqa: E402
-from smmf.registry_drivers import Put, Snapshot, open_registry  # noqa: E402
+from bench.report import save, table
+from smmf.instance import Instance
+from smmf.registry import Put, Snapshot, open_registry
+from tests.support.etcd import EtcdCluster
+from tests.support.processes import ROOT
 
 TARGETS = {
     "etcd": {"cold_list_s": 1.0, "visible_p99_ms": 50.0},
@@ -111,8 +106,8 @@ async def cold_list(url: str, repeats: int = 3) -> tuple[list[float], int]:
 
 async def visibility(url: str, samples: int, models: int, offset: int) -> tuple[dict[str, float], list[float]]:
     child = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--watch-child", url, "--expect", str(samples),
-        stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "bench.registry", "--watch-child", url, "--expect", str(samples),
+        stdout=asyncio.subprocess.PIPE, cwd=ROOT,
     )  # fmt: skip
     try:
         assert child.stdout is not None

@@ -21,7 +21,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,12 +28,8 @@ from pathlib import Path
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from processes import SmmfProcess  # noqa: E402  (the tests' smmf processes, stopped by PID)
-from report import save  # noqa: E402
+from bench.report import save
+from tests.support.processes import SmmfProcess
 
 PROMPTS = [
     "The history of the printing press begins",

@@ -112,7 +112,7 @@ def prepare_models() -> None:
 
 
 async def wait_for(registry: str, count: int, up: subprocess.Popen[bytes], timeout: float) -> None:
-    from smmf.registry_drivers import open_registry
+    from smmf.registry import open_registry
 
     deadline = time.monotonic() + timeout
     async with open_registry(registry) as reg:

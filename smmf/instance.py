@@ -19,7 +19,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .templating import HttpTemplate
+from .template import HttpTemplate
 
 __all__ = [
     "SCHEMA_VERSION",

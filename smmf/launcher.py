@@ -22,10 +22,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .errors import ConfigurationError
 from .instance import Instance
-from .registry_drivers import open_registry
-from .registry_drivers.urls import default_url
+from .registry import default_url, open_registry
 from .worker.backends import BACKENDS
+
+__all__ = ["InstanceSpec", "Launcher", "LocalConfig", "SidecarOptions", "load_config", "port_free"]
 
 
 class SidecarOptions(BaseModel):
@@ -76,10 +78,6 @@ class LocalConfig(BaseModel):
         return value
 
 
-class ConfigError(ValueError):
-    """An invalid config file; the message names the field and the line."""
-
-
 def _line_of(root: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     node = root
     for part in loc:
@@ -96,14 +94,14 @@ def load_config(path: Path) -> LocalConfig:
     try:
         text = path.read_text()
     except OSError as exc:
-        raise ConfigError(f"{path}: {exc.strerror or exc}") from None
+        raise ConfigurationError(f"{path}: {exc.strerror or exc}") from None
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigurationError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     try:
         return LocalConfig.model_validate(data)
     except ValidationError as exc:
@@ -113,7 +111,7 @@ def load_config(path: Path) -> LocalConfig:
             field = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or "file"
             line = _line_of(root, loc)
             problems.append(f"{path}:{line or '?'}: {field}: {err['msg'].removeprefix('Value error, ')}")
-        raise ConfigError("\n".join(problems)) from None
+        raise ConfigurationError("\n".join(problems)) from None
 
 
 def port_free(host: str, port: int) -> bool:
@@ -149,7 +147,7 @@ class Launcher:
         busy = [s for s in self.config.instances if not port_free(s.host, s.port)]
         if busy:
             names = "; ".join(f"port {s.port} of instance {s.name!r} is already in use" for s in busy)
-            raise ConfigError(names)
+            raise ConfigurationError(names)
 
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

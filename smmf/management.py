@@ -11,18 +11,12 @@ from __future__ import annotations
 import asyncio
 from contextlib import aclosing
 
+from .admin import AdminAction, AdminState
+from .errors import NotConfirmed, RegistryError, UnknownInstance
 from .instance import Instance, Protocol, State
-from .registry_drivers import AdminAction, AdminState, Registry, RegistryError
+from .registry import Registry
 
-
-class UnknownInstance(LookupError):
-    def __init__(self, instance_id: str) -> None:
-        super().__init__(f"no instance {instance_id!r} in the registry (see `smmf ls`)")
-        self.instance_id = instance_id
-
-
-class NotActed(TimeoutError):
-    pass
+__all__ = ["control", "find", "model_summary"]
 
 
 async def find(registry: Registry, instance_id: str) -> Instance | None:
@@ -32,7 +26,7 @@ async def find(registry: Registry, instance_id: str) -> Instance | None:
 async def control(
     registry: Registry, instance_id: str, action: AdminAction, *, timeout: float = 60.0, requested_by: str = "smmf-cli"
 ) -> AdminState:
-    """Ask for `action` and wait until it has been carried out; `NotActed` after `timeout` seconds."""
+    """Ask for `action` and wait until it has been carried out; `NotConfirmed` after `timeout` seconds."""
     record = await find(registry, instance_id)
     if record is None and await registry.get_admin(instance_id) is None:
         raise UnknownInstance(instance_id)
@@ -48,7 +42,9 @@ async def control(
     try:
         return await asyncio.wait_for(_acknowledged(registry, instance_id, requested), timeout)
     except TimeoutError:
-        raise NotActed(f"{instance_id} did not confirm {action} within {timeout:g}s; its sidecar may be down") from None
+        raise NotConfirmed(
+            f"{instance_id} did not confirm {action} within {timeout:g}s; its sidecar may be down"
+        ) from None
 
 
 async def _acknowledged(registry: Registry, instance_id: str, requested: AdminState) -> AdminState:

@@ -1,4 +1,10 @@
-"""Fixtures: registries of every driver, and real etcd servers started per session or per test."""
+"""Fixtures: registries of every driver, real etcd servers and smmf processes; and the run's process reaper.
+
+Every process the suite starts inherits the run's marker (see
+`tests.support.processes`).  When the session ends, any such process still
+alive was left behind by a test or fixture that did not stop it: it is
+stopped, and the run fails with an error naming it.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from etcd_server import EtcdCluster
-from processes import SmmfProcess
-from smmf.registry_drivers import Registry, open_registry
+from smmf.registry import Registry, open_registry
+from tests.support.etcd import EtcdCluster
+from tests.support.processes import SmmfProcess, leftovers, mark_run, reap
+
+mark_run()
 
 DRIVERS = ["memory", "file", "etcd"]
 
@@ -19,8 +27,10 @@ DRIVERS = ["memory", "file", "etcd"]
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     """One real etcd member shared by the tests that only read and write keys (each under its own prefix)."""
     cluster = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
-    yield cluster
-    cluster.stop()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture
@@ -33,9 +43,11 @@ def start_etcd(tmp_path: Path) -> Iterator[Callable[..., EtcdCluster]]:
         clusters.append(cluster)
         return cluster.start()
 
-    yield start
-    for cluster in clusters:
-        cluster.stop()
+    try:
+        yield start
+    finally:
+        for cluster in clusters:
+            cluster.stop()
 
 
 def registry_url_for(driver: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
@@ -79,9 +91,11 @@ def start_smmf(tmp_path: Path) -> Iterator[Callable[..., SmmfProcess]]:
         process.start(url_timeout=timeout, expect_url=expect_url)
         return process.wait_healthy(timeout) if healthy else process
 
-    yield start
-    for process in started:
-        process.stop()
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop()
 
 
 @pytest.fixture
@@ -92,3 +106,22 @@ def start_worker(start_smmf: Callable[..., SmmfProcess]) -> Callable[..., SmmfPr
         return start_smmf("worker", backend, "--port", "0", *args, **kwargs)
 
     return start
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop every process of this run that is still alive, and fail the run if there was any."""
+    left = leftovers()
+    if not left:
+        return
+    reap(list(left))
+    lines = [f"ERROR: {len(left)} process(es) started by the tests were still running at the end; stopped now:"]
+    lines += [f"  pid {pid}: {command[:200]}" for pid, command in sorted(left.items())]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        print("\n".join(lines))
+    else:
+        reporter.ensure_newline()
+        reporter.section("processes left behind", red=True)
+        for line in lines:
+            reporter.write_line(line, red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from helpers import record
-from smmf.registry_drivers import open_registry
+from smmf.registry import open_registry
+from tests.support.helpers import record
 
 
 def smmf(*args: str) -> subprocess.CompletedProcess[str]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet import Fleet
-from upstream_app import Upstream
+from tests.support.fleet import Fleet
+from tests.support.upstream_app import Upstream
 
 
 def smmf(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -29,8 +29,10 @@ def records(url: str, model: str | None = None) -> list[dict]:
 @pytest.fixture
 def fleet(url: str, tmp_path: Path) -> Iterator[Fleet]:
     started = Fleet(url, f"m-{uuid.uuid4().hex[:6]}", [1, 2], tmp_path, ("--ttft-ms", "0", "--tpot-ms", "1"))
-    yield started.start()
-    started.stop()
+    try:
+        yield started.start()
+    finally:
+        started.stop()
 
 
 def test_ls_models_and_instance_control(fleet: Fleet, url: str) -> None:

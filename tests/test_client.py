@@ -13,9 +13,6 @@ from pathlib import Path
 import openai
 import pytest
 
-from etcd_server import EtcdCluster
-from fleet import Fleet
-from helpers import eventually
 from smmf.client import (
     APIStatusError,
     ModelClient,
@@ -25,9 +22,12 @@ from smmf.client import (
     httpx_client,
 )
 from smmf.instance import Instance, State
-from smmf.registry_drivers import AdminAction, open_registry
-from smmf.templating import HttpTemplate
-from upstream_app import Upstream
+from smmf.registry import AdminAction, open_registry
+from smmf.template import HttpTemplate
+from tests.support.etcd import EtcdCluster
+from tests.support.fleet import Fleet
+from tests.support.helpers import eventually
+from tests.support.upstream_app import Upstream
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -47,9 +47,11 @@ def fleets(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
         started.append(fleet)
         return fleet.start()
 
-    yield start
-    for fleet in started:
-        fleet.stop()
+    try:
+        yield start
+    finally:
+        for fleet in started:
+            fleet.stop()
 
 
 def shares(counts: Counter[str], fleet: Fleet) -> list[float]:
@@ -178,7 +180,7 @@ async def test_an_interrupted_stream_raises_stream_interrupted(fleets: Callable[
             async for _ in stream:
                 pass
         assert broken.value.instance_id == first.instance_id
-        endpoint = client.cache.endpoints(fleet.model)
+        endpoint = client.cache.peers(fleet.model)
         assert all(ep.inflight == 0 for ep in endpoint), "the slot is released when a stream breaks"
 
 
@@ -234,7 +236,7 @@ async def test_ejection_never_removes_the_last_instance(fleets: Callable[..., Fl
         for _ in range(30):
             reply = await client.completions.create(model=failing.model, prompt="x", max_tokens=1)
             assert reply.instance_id.startswith(good_prefix), "failures are retried on the other instance"
-        (bad,) = [ep for ep in client.cache.endpoints(failing.model) if not ep.id.startswith(good_prefix)]
+        (bad,) = [ep for ep in client.cache.peers(failing.model) if not ep.id.startswith(good_prefix)]
         assert bad.ejections >= 1, "the failing instance was ejected"
 
         alone = fleets(url, [1], "--fail-rate", "1")
@@ -243,7 +245,7 @@ async def test_ejection_never_removes_the_last_instance(fleets: Callable[..., Fl
             with pytest.raises(APIStatusError) as failed:
                 await client.completions.create(model=alone.model, prompt="x", max_tokens=1)
             assert failed.value.status == 503, "the only instance is still tried, never ejected away"
-        (only,) = client.cache.endpoints(alone.model)
+        (only,) = client.cache.peers(alone.model)
         assert only.ejections == 0
 
 

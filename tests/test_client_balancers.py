@@ -2,7 +2,7 @@
 
 The end-to-end behaviour (traffic leaving a busy or slow instance) is tested
 against real sim workers in `test_client.py`; these pin down the two rules
-the balance benchmark rests on, on real `Endpoint` objects.
+the balance benchmark rests on, on real `Peer` objects.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import time
 from collections import Counter
 
 from smmf.client.balancers import LeastLoaded
-from smmf.client.endpoint import Endpoint
+from smmf.client.peer import Peer
+from smmf.client.request import Request
 from smmf.instance import Instance, Load, State
+
+REQUEST = Request("m", "/completions", {"model": "m", "prompt": "x"})
 
 
 def record(load: Load | None = None, *, id: str = "h:1-a", state: State = State.UP) -> Instance:
@@ -21,43 +24,43 @@ def record(load: Load | None = None, *, id: str = "h:1-a", state: State = State.
 
 
 def test_published_load_counts_other_clients_not_this_one() -> None:
-    endpoint = Endpoint(record())
-    first, second = endpoint.begin(), endpoint.begin()
+    peer = Peer(record())
+    first, second = peer.begin(), peer.begin()
     figure = Load(inflight=2, queued=1, updated_at=time.time())  # read while our two and one other were there
-    endpoint.update(record(figure))
-    assert endpoint.load == 3  # not 5: our two are not counted twice
+    peer.update(record(figure))
+    assert peer.load == 3  # not 5: our two are not counted twice
     first.end(ok=True)
-    assert endpoint.load == 2  # ours: 1, the other client's: 1 (as of the figure)
-    endpoint.update(record(figure, state=State.DRAINING))  # the record rewritten for another reason
-    assert endpoint.load == 2
+    assert peer.load == 2  # ours: 1, the other client's: 1 (as of the figure)
+    peer.update(record(figure, state=State.DRAINING))  # the record rewritten for another reason
+    assert peer.load == 2
     second.end(ok=True)
-    endpoint.update(record(Load(inflight=1, updated_at=time.time())))
-    assert endpoint.load == 1  # the other client's, none of ours
+    peer.update(record(Load(inflight=1, updated_at=time.time())))
+    assert peer.load == 1  # the other client's, none of ours
 
 
 def test_a_figure_read_before_our_requests_counts_none_of_them() -> None:
-    endpoint = Endpoint(record())
+    peer = Peer(record())
     before = time.time() - 1
-    tickets = [endpoint.begin() for _ in range(3)]
-    endpoint.update(record(Load(inflight=2, updated_at=before)))  # two requests of another client
-    assert endpoint.load == 5
+    tickets = [peer.begin() for _ in range(3)]
+    peer.update(record(Load(inflight=2, updated_at=before)))  # two requests of another client
+    assert peer.load == 5
     for ticket in tickets:
         ticket.end(ok=False)
-    assert endpoint.inflight == 0 and endpoint.load == 2
+    assert peer.inflight == 0 and peer.load == 2
 
 
 def test_a_figure_from_a_clock_ahead_of_ours_is_taken_as_of_now() -> None:
-    endpoint = Endpoint(record())
-    endpoint.begin()
-    endpoint.update(record(Load(inflight=1, updated_at=time.time() + 60)))
-    assert endpoint.load == 1
+    peer = Peer(record())
+    peer.begin()
+    peer.update(record(Load(inflight=1, updated_at=time.time() + 60)))
+    assert peer.load == 1
 
 
 def picks(fast_latency: float, slow_latency: float, n: int = 400) -> Counter[str]:
-    a, b = Endpoint(record(id="h:1-a")), Endpoint(record(id="h:2-b"))
+    a, b = Peer(record(id="h:1-a")), Peer(record(id="h:2-b"))
     a.mean_latency, b.mean_latency = fast_latency, slow_latency
     balancer = LeastLoaded(random.Random(1))
-    return Counter(balancer.pick([a, b], None).id for _ in range(n))
+    return Counter(balancer.pick([a, b], REQUEST).id for _ in range(n))
 
 
 def test_ties_go_to_a_clearly_faster_instance() -> None:
@@ -75,7 +78,7 @@ def test_an_instance_not_yet_measured_wins_ties() -> None:
 
 
 def test_lower_load_beats_speed() -> None:
-    a, b = Endpoint(record(id="h:1-a")), Endpoint(record(id="h:2-b"))
+    a, b = Peer(record(id="h:1-a")), Peer(record(id="h:2-b"))
     a.mean_latency, b.mean_latency = 0.03, 0.3
     a.begin()
-    assert {LeastLoaded(random.Random(2)).pick([a, b], None).id for _ in range(50)} == {"h:2-b"}
+    assert {LeastLoaded(random.Random(2)).pick([a, b], REQUEST).id for _ in range(50)} == {"h:2-b"}

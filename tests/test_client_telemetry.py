@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from fleet import Fleet
 from smmf.client import ModelClient, Telemetry
+from tests.support.fleet import Fleet
 
 MESSAGES = [{"role": "user", "content": "a private question"}]
 
@@ -24,8 +24,10 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     started = Fleet(
         f"file://{tmp_path}/r.db", f"m-{uuid.uuid4().hex[:6]}", [1], tmp_path, ("--ttft-ms", "5", "--tpot-ms", "2")
     )
-    yield started.start()
-    started.stop()
+    try:
+        yield started.start()
+    finally:
+        started.stop()
 
 
 @pytest.fixture

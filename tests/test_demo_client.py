@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import Fleet
+from tests.support.fleet import Fleet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,9 +23,11 @@ def demo():  # type: ignore[no-untyped-def]
 
 async def test_demo_client_against_sim_workers(demo, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
     url = f"file://{tmp_path}/registry.db"
-    chat = Fleet(url, "gemma-3-270m", [1, 1], tmp_path, ("--ttft-ms", "5", "--tpot-ms", "1")).start()
-    embed = Fleet(url, "all-minilm-l6-v2", [1], tmp_path).start()
+    chat = Fleet(url, "gemma-3-270m", [1, 1], tmp_path, ("--ttft-ms", "5", "--tpot-ms", "1"))
+    embed = Fleet(url, "all-minilm-l6-v2", [1], tmp_path)
     try:
+        chat.start()
+        embed.start()
         served = await demo.run_client(url, "gemma-3-270m", "all-minilm-l6-v2", requests=20)
     finally:
         chat.stop()

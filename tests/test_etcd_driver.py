@@ -10,9 +10,9 @@ from collections.abc import Callable
 import aetcd
 import pytest
 
-from etcd_server import EtcdCluster, EtcdMember, free_port
-from helpers import Mirror, eventually, held_and_watched, next_event, record
-from smmf.registry_drivers import Put, RegistryUnavailable, Snapshot, open_registry
+from smmf.registry import Put, RegistryUnavailable, Snapshot, open_registry
+from tests.support.etcd import EtcdCluster, EtcdMember, free_port
+from tests.support.helpers import Mirror, eventually, held_and_watched, next_event, record
 
 TTL = 2.0
 

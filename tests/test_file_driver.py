@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
 import subprocess
@@ -13,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Mirror, eventually, next_event, record
-from smmf.registry_drivers import Put, RegistryUnavailable, Snapshot, open_registry
+from smmf.registry import Put, RegistryUnavailable, Snapshot, open_registry
+from tests.support.helpers import Mirror, eventually, next_event, record
+from tests.support.processes import ROOT
 
 TTL = 2.0
-HERE = Path(__file__).parent
 
 
 async def test_one_process_registers_while_another_watches(tmp_path: Path) -> None:
@@ -25,9 +24,9 @@ async def test_one_process_registers_while_another_watches(tmp_path: Path) -> No
     async with open_registry(url) as registry:
         mirror = Mirror(registry.watch())
         child = subprocess.Popen(
-            [sys.executable, str(HERE / "registrant.py"), url, "gemma", "127.0.0.1:9-child", str(TTL)],
+            [sys.executable, "-m", "tests.support.registrant", url, "gemma", "127.0.0.1:9-child", str(TTL)],
             stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(HERE.parent)},
+            cwd=ROOT,
         )
         try:
             assert child.stdout is not None

@@ -11,8 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-
-from etcd_server import free_port
+from tests.support.etcd import free_port
 
 
 def sim_config(tmp_path: Path, ports: list[int]) -> Path:

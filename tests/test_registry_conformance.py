@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from helpers import Mirror, eventually, next_event, record
 from smmf.instance import Load, State
-from smmf.registry_drivers import AdminAction, Delete, Put, Registry, Snapshot, open_registry
-from smmf.registry_drivers.keys import instance_key
-from smmf.templating import HttpTemplate
+from smmf.registry import AdminAction, Delete, Put, Registry, Snapshot, open_registry
+from smmf.registry.keys import instance_key
+from smmf.template import HttpTemplate
+from tests.support.helpers import Mirror, eventually, next_event, record
 
 # etcd raises any TTL below 2 s to 2 s, so every driver is tested at 2 s.
 TTL = 2.0

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from smmf.registry_drivers import ENV_VAR, UnsupportedRegistry, default_url, open_registry
-from smmf.registry_drivers.etcd import EtcdStore
-from smmf.registry_drivers.file import FileStore
-from smmf.registry_drivers.memory import MemoryStore
+from smmf.registry import ENV_VAR, UnsupportedRegistry, default_url, open_registry
+from smmf.registry.drivers.etcd import EtcdStore
+from smmf.registry.drivers.file import FileStore
+from smmf.registry.drivers.memory import MemoryStore
 
 
 def test_unknown_scheme_lists_the_supported_ones() -> None:

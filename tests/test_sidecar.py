@@ -18,11 +18,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from etcd_server import EtcdCluster, free_port
-from helpers import eventually
-from processes import SmmfProcess
 from smmf.instance import Instance, State
-from smmf.registry_drivers import AdminAction, Put, Registry, open_registry
+from smmf.registry import AdminAction, Put, Registry, open_registry
+from tests.support.etcd import EtcdCluster, free_port
+from tests.support.helpers import eventually
+from tests.support.processes import SmmfProcess
 
 TTL = 2.0
 PROBE = 0.5
@@ -77,10 +77,12 @@ def deploy(tmp_path: Path, start_smmf: Callable[..., SmmfProcess]) -> Iterator[C
         opened.append(registry)
         return Deployment(process, registry, model, port)
 
-    yield start
-    for registry in opened:
-        with contextlib.suppress(Exception):
-            asyncio.get_event_loop().run_until_complete(registry.close())
+    try:
+        yield start
+    finally:
+        for registry in opened:
+            with contextlib.suppress(Exception):
+                asyncio.get_event_loop().run_until_complete(registry.close())
 
 
 async def test_record_appears_with_the_right_fields(deploy: Callable[..., Deployment], url: str) -> None:

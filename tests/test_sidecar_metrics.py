@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from smmf.sidecar.upstream import LoadSample, UpstreamType, parse_load
+from smmf.sidecar.probe import LoadSample, UpstreamType, parse_load
 
 # The format llama-server emits on /metrics (llama.cpp tools/server): a HELP and TYPE line per metric,
 # `llamacpp:` names with a colon, no labels.

@@ -14,14 +14,15 @@ from pathlib import Path
 import openai
 import pytest
 
-from etcd_server import free_port
-from helpers import eventually
-from processes import SmmfProcess
 from smmf.instance import Instance
-from smmf.registry_drivers import Put, Registry, open_registry
+from smmf.registry import Put, Registry, open_registry
 from smmf.worker.bundled import gemma_hf_dir
+from tests.support.engines import run_limit, start_limit
+from tests.support.etcd import free_port
+from tests.support.helpers import eventually
+from tests.support.processes import SmmfProcess
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(run_limit("vllm-server"))]
 
 
 async def _records(registry: Registry) -> list[Instance]:
@@ -41,7 +42,7 @@ async def test_vllm_api_server_behind_a_sidecar(start_smmf: Callable[..., SmmfPr
         healthy=False, expect_url=False, env={"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"},
     )  # fmt: skip
     async with open_registry(url) as registry:
-        (record,) = await eventually(lambda: _records(registry), 600, interval=1)
+        (record,) = await eventually(lambda: _records(registry), start_limit("vllm-server"), interval=1)
         assert record.backend == "vllm" and record.endpoint == f"http://127.0.0.1:{port}/v1"
         published: list[int] = []
 

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
-
-import json
-import urllib.error
 
 import openai
 import pytest
 
-from processes import SmmfProcess
+from tests.support.processes import SmmfProcess
 
 StartWorker = Callable[..., SmmfProcess]
 MESSAGES = [{"role": "user", "content": "Say something about balancing."}]

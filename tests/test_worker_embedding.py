@@ -7,15 +7,20 @@ import math
 import openai
 import pytest
 
-from processes import SmmfProcess
+from tests.support.engines import run_limit, start_limit
+from tests.support.processes import SmmfProcess
+
+pytestmark = pytest.mark.timeout(run_limit("embedding"))
 
 
 @pytest.fixture(scope="module")
 def minilm(tmp_path_factory: pytest.TempPathFactory) -> SmmfProcess:
     worker = SmmfProcess(["worker", "embedding", "--model", "minilm", "--port", "0"], tmp_path_factory.mktemp("minilm"))
-    worker.start(url_timeout=120).wait_healthy(timeout=180)
-    yield worker
-    worker.stop()
+    try:
+        worker.start(url_timeout=start_limit("embedding")).wait_healthy(timeout=start_limit("embedding"))
+        yield worker
+    finally:
+        worker.stop()
 
 
 def cosine(a: list[float], b: list[float]) -> float:

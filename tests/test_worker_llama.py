@@ -7,10 +7,13 @@ from collections.abc import Callable
 import openai
 import pytest
 
-from helpers import assert_stream_matches_plain
-from processes import SmmfProcess
+from tests.support.engines import run_limit, start_limit
+from tests.support.helpers import assert_stream_matches_plain
+from tests.support.processes import SmmfProcess
 
 StartWorker = Callable[..., SmmfProcess]
+
+pytestmark = pytest.mark.timeout(run_limit("llama-cpp"))
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +22,11 @@ def gemma(tmp_path_factory: pytest.TempPathFactory) -> SmmfProcess:
         ["worker", "llama-cpp", "--model", "gemma-3-270m", "--port", "0", "--n-ctx", "1024", "--max-concurrency", "1"],
         tmp_path_factory.mktemp("gemma"),
     )
-    worker.start(url_timeout=120).wait_healthy(timeout=180)
-    yield worker
-    worker.stop()
+    try:
+        worker.start(url_timeout=start_limit("llama-cpp")).wait_healthy(timeout=start_limit("llama-cpp"))
+        yield worker
+    finally:
+        worker.stop()
 
 
 def sdk(worker: SmmfProcess) -> openai.OpenAI:

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable
 import openai
 import pytest
 
-from processes import SmmfProcess
-from upstream_app import Upstream
+from tests.support.processes import SmmfProcess
+from tests.support.upstream_app import Upstream
 
 StartWorker = Callable[..., SmmfProcess]
 SECRET = "sk-test-not-a-real-key-31337"
@@ -20,8 +20,10 @@ SECRET = "sk-test-not-a-real-key-31337"
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     server = await Upstream().start()
-    yield server
-    await server.stop()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 def sdk(worker: SmmfProcess) -> openai.AsyncOpenAI:

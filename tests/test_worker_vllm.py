@@ -9,10 +9,11 @@ from __future__ import annotations
 import openai
 import pytest
 
-from helpers import assert_stream_matches_plain
-from processes import SmmfProcess
+from tests.support.engines import run_limit, start_limit
+from tests.support.helpers import assert_stream_matches_plain
+from tests.support.processes import SmmfProcess
 
-pytestmark = pytest.mark.vllm
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(run_limit("vllm-worker"))]
 
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -24,9 +25,11 @@ def vllm_worker(tmp_path_factory: pytest.TempPathFactory) -> SmmfProcess:
         tmp_path_factory.mktemp("vllm"),
         env=VLLM_ENV,
     )
-    worker.start(url_timeout=120).wait_healthy(timeout=600)
-    yield worker
-    worker.stop(timeout=60)
+    try:
+        worker.start(url_timeout=start_limit("vllm-worker")).wait_healthy(timeout=start_limit("vllm-worker"))
+        yield worker
+    finally:
+        worker.stop(timeout=60)
 
 
 def sdk(worker: SmmfProcess) -> openai.OpenAI:

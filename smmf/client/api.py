@@ -17,34 +17,29 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import aiohttp
-from pydantic import BaseModel
 
-from ..instance import Instance, Protocol
-from ..registry_drivers import Registry, open_registry
+from ..errors import APIStatusError, UsageError
+from ..instance import Instance
+from ..registry import Registry, open_registry
+from ..wire.routes import PATHS, Route
 from .cache import InstanceCache
-from .calls import Stream, as_chunk, call_template_instance, fetch, one_chunk, open_stream
-from .endpoint import Endpoint, Ticket
+from .request import Request
 from .router import Router
+from .stream import Stream, parse_stream
 from .telemetry import Call, Telemetry, generated_text
-from .types import ChatCompletion, ChatCompletionChunk, Completion, CreateEmbeddingResponse
+from .transport import ProtocolTransport, Response, Transport
+from .types import Answer, ChatCompletion, ChatCompletionChunk, Completion, CreateEmbeddingResponse
 
-R = TypeVar("R", bound=BaseModel)
+__all__ = ["ModelClient"]
 
-#: How much of a prompt the `affinity` policy hashes when no session key is given.
-AFFINITY_PREFIX = 512
+A = TypeVar("A", bound=Answer)
+C = TypeVar("C", bound=Answer)
 
-
-def affinity_key(body: dict[str, Any], session_key: str | None) -> str | None:
-    if session_key is not None:
-        return session_key
-    if "messages" in body:
-        text = "".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
-    else:
-        text = str(body.get("prompt", body.get("input", "")))
-    return text[:AFFINITY_PREFIX] or None
+#: The GenAI semantic conventions' operation name of each route.
+OPERATIONS: dict[Route, str] = {"chat": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 
 
 class ModelClient:
@@ -57,17 +52,19 @@ class ModelClient:
         timeout: float = 600.0,
         connect_timeout: float = 5.0,
         telemetry: Telemetry | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self._registry = registry if isinstance(registry, Registry) else open_registry(registry)
         self._owns_registry = not isinstance(registry, Registry)
         self.cache = InstanceCache(self._registry)
-        self.router = Router(self.cache, policy, max_retries)
-        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self.transport = transport or ProtocolTransport(
+            aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+        )
+        self.router = Router(self.cache, self.transport, policy, max_retries)
         self.telemetry = telemetry or Telemetry()
-        self.chat = _Chat(self)
-        self.completions = _Completions(self)
-        self.embeddings = _Embeddings(self)
+        self.chat = Chat(self)
+        self.completions = Generations(self, "completions", Completion, Completion)
+        self.embeddings = Embeddings(self)
 
     async def __aenter__(self) -> ModelClient:
         await self.start()
@@ -79,15 +76,12 @@ class ModelClient:
         await self.close()
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            timeout=self._timeout, connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
-        )
+        """Begin watching the registry; returns once the first snapshot arrived (or after a short wait)."""
         await self.cache.start()
 
     async def close(self) -> None:
         await self.cache.close()
-        if self._session is not None:
-            await self._session.close()
+        await self.transport.aclose()
         if self._owns_registry:
             await self._registry.close()
 
@@ -97,65 +91,52 @@ class ModelClient:
 
     def models(self) -> dict[str, list[Instance]]:
         """The models and instances currently known, from the cache."""
-        return {model: [ep.record for ep in self.cache.endpoints(model)] for model in self.cache.known_models()}
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            raise RuntimeError("use the client as `async with ModelClient(...) as client` (or await client.start())")
-        return self._session
+        return {model: [peer.record for peer in self.cache.peers(model)] for model in self.cache.known_models()}
 
     async def request(
         self,
-        path: str,
+        route: Route,
         body: dict[str, Any],
-        parse: type[R],
-        chunk: type[BaseModel] | None = None,
+        answer: type[A],
+        chunk: type[C] | None = None,
         *,
         policy: str | None = None,
         session_key: str | None = None,
-    ) -> R | Stream[Any]:
-        """One call through the router: `parse` for a whole answer, `chunk` for each piece of a stream."""
+    ) -> A | Stream[C]:
+        """One call through the router: `answer` parses a whole answer, `chunk` each piece of a stream."""
         model = body.get("model")
         if not isinstance(model, str) or not model:
-            raise ValueError("model is required")
-        stream = bool(body.get("stream")) and chunk is not None
-        chat = path == "/chat/completions"
-        chosen = policy or self.router.policy
-        key = affinity_key(body, session_key) if chosen == "affinity" else None
-        call = self.telemetry.call(OPERATIONS[path], body, chosen)
-
-        async def template(endpoint: Endpoint, ticket: Ticket) -> Any:
-            whole = await call_template_instance(self.session, endpoint, ticket, body, chat=chat)
-            result = chunk.model_validate(as_chunk(whole, chat)) if stream and chunk else parse.model_validate(whole)
-            result.instance_id = endpoint.id
-            return Stream(one_chunk(result), endpoint.id) if stream else result
-
-        def send(endpoint: Endpoint, ticket: Ticket) -> Awaitable[Any]:
-            # A plain function handing back the coroutine: one coroutine frame fewer on every resume of the call.
-            call.instance(endpoint)
-            if endpoint.record.protocol is Protocol.TEMPLATE:
-                return template(endpoint, ticket)
-            if stream:
-                return open_stream(self.session, endpoint, ticket, path, body, chunk)  # type: ignore[arg-type]
-            return fetch(self.session, endpoint, ticket, path, body, parse)
-
+            raise UsageError("model is required")
+        stream = chunk is not None and bool(body.get("stream"))
+        request = Request(model, PATHS[route], body, stream, policy, session_key)
+        call = self.telemetry.call(OPERATIONS[route], body, policy or self.router.policy)
         try:
-            result = await self.router.run(model, send, policy=policy, key=key, on_retry=call.retry)
+            response = await self.router.send(request, call)
+            if chunk is not None and stream:
+                chunks = parse_stream(response, chunk)
+            else:
+                result = _parse_whole(response, answer)
         except BaseException as exc:
             call.finish(error=exc)
             raise
-        if isinstance(result, Stream):
+        if stream:
             # Telemetry off: the stream as it is, without a generator in the way of every chunk.
-            return Stream(_observed(result, call), result.instance_id) if call.recording else result
+            return Stream(_observed(chunks, call), chunks.instance_id) if call.recording else chunks
         call.finish(result)
         return result
 
 
-OPERATIONS = {"/chat/completions": "chat", "/completions": "text_completion", "/embeddings": "embeddings"}
+def _parse_whole(response: Response, answer: type[A]) -> A:
+    try:
+        result = answer.model_validate_json(response.content)  # parsed and validated in one pass by pydantic-core
+    except ValueError as exc:
+        message = f"{response.instance_id}: malformed response: {exc}"
+        raise APIStatusError(message, status=502, instance_id=response.instance_id) from None
+    result.instance_id = response.instance_id
+    return result
 
 
-async def _observed(stream: Stream[Any], call: Call) -> AsyncIterator[Any]:
+async def _observed(stream: Stream[C], call: Call) -> AsyncIterator[C]:
     """Pass a stream through, timing its first chunk and closing the call's span when it ends."""
     last, parts = None, []
     try:
@@ -182,37 +163,43 @@ def _body(kwargs: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | Non
     return {k: v for k, v in kwargs.items() if v is not None} | extra, policy, session_key
 
 
-class _ChatCompletions:
-    def __init__(self, client: ModelClient) -> None:
+class Generations(Generic[A, C]):
+    """`create()` on a generation route: the whole answer, or with `stream=True` a `Stream` of chunks."""
+
+    def __init__(self, client: ModelClient, route: Route, answer: type[A], chunk: type[C]) -> None:
         self._client = client
+        self._route = route
+        self._answer = answer
+        self._chunk = chunk
 
-    def create(self, **kwargs: Any) -> Awaitable[ChatCompletion | Stream[ChatCompletionChunk]]:
+    @overload
+    def create(self, *, stream: Literal[True], **kwargs: Any) -> Awaitable[Stream[C]]: ...
+
+    @overload
+    def create(self, *, stream: Literal[False] = False, **kwargs: Any) -> Awaitable[A]: ...
+
+    @overload
+    def create(self, *, stream: bool, **kwargs: Any) -> Awaitable[A | Stream[C]]: ...
+
+    def create(self, **kwargs: Any) -> Awaitable[Any]:
+        # A plain function handing back the coroutine: one coroutine frame fewer on every resume of the call.
         body, policy, key = _body(kwargs)
-        return self._client.request(
-            "/chat/completions", body, ChatCompletion, ChatCompletionChunk, policy=policy, session_key=key
-        )
+        return self._client.request(self._route, body, self._answer, self._chunk, policy=policy, session_key=key)
 
 
-class _Chat:
+class Chat:
     def __init__(self, client: ModelClient) -> None:
-        self.completions = _ChatCompletions(client)
+        self.completions = Generations(client, "chat", ChatCompletion, ChatCompletionChunk)
 
 
-class _Completions:
-    def __init__(self, client: ModelClient) -> None:
-        self._client = client
-
-    def create(self, **kwargs: Any) -> Awaitable[Completion | Stream[Completion]]:
-        body, policy, key = _body(kwargs)
-        return self._client.request("/completions", body, Completion, Completion, policy=policy, session_key=key)
-
-
-class _Embeddings:
+class Embeddings:
     def __init__(self, client: ModelClient) -> None:
         self._client = client
 
     def create(self, **kwargs: Any) -> Awaitable[CreateEmbeddingResponse]:
         body, policy, key = _body(kwargs)
-        return self._client.request(  # type: ignore[return-value]
-            "/embeddings", body, CreateEmbeddingResponse, policy=policy, session_key=key
+        # No chunk type: the answer is never a stream.
+        return cast(
+            "Awaitable[CreateEmbeddingResponse]",
+            self._client.request("embeddings", body, CreateEmbeddingResponse, policy=policy, session_key=key),
         )

@@ -1,8 +1,9 @@
-"""Balancing: which of the available endpoints of a model gets this request.
+"""Balancing: which of a model's available peers gets this request.
 
 Each policy only picks; it never learns what exists (the cache does) nor
-what happened (endpoints do).  Policies that keep state (round robin) keep it
-per model.
+what happened (peers do).  Policies that keep state (round robin) keep it
+per model.  A policy derives whatever it needs from the request itself (the
+`affinity` policy its key), so the front ends know nothing of policies.
 """
 
 from __future__ import annotations
@@ -13,18 +14,36 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from .endpoint import Endpoint
+from ..errors import UsageError
+from .peer import Peer
+from .request import Request
+
+__all__ = [
+    "AFFINITY_PREFIX",
+    "Affinity",
+    "Balancer",
+    "LeastLoaded",
+    "PeakEwma",
+    "SmoothRoundRobin",
+    "WeightedRandom",
+    "affinity_key",
+    "make",
+    "policies",
+    "register_policy",
+]
 
 
 class Balancer(Protocol):
-    def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint: ...
+    def pick(self, candidates: Sequence[Peer], request: Request) -> Peer:
+        """One of `candidates` (never empty) for `request`."""
+        ...
 
 
 class WeightedRandom:
     def __init__(self, rng: random.Random | None = None) -> None:
         self.rng = rng or random.Random()
 
-    def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint:
+    def pick(self, candidates: Sequence[Peer], request: Request) -> Peer:
         return self.rng.choices(candidates, weights=[c.record.weight for c in candidates])[0]
 
 
@@ -34,15 +53,15 @@ class SmoothRoundRobin:
     def __init__(self) -> None:
         self.current: dict[str, float] = {}
 
-    def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint:
+    def pick(self, candidates: Sequence[Peer], request: Request) -> Peer:
         total = 0.0
-        best: Endpoint | None = None
-        for endpoint in candidates:
-            weight = endpoint.record.weight
+        best: Peer | None = None
+        for peer in candidates:
+            weight = peer.record.weight
             total += weight
-            self.current[endpoint.id] = self.current.get(endpoint.id, 0.0) + weight
-            if best is None or self.current[endpoint.id] > self.current[best.id]:
-                best = endpoint
+            self.current[peer.id] = self.current.get(peer.id, 0.0) + weight
+            if best is None or self.current[peer.id] > self.current[best.id]:
+                best = peer
         assert best is not None
         self.current[best.id] -= total
         return best
@@ -54,13 +73,13 @@ class _PowerOfTwo:
     def __init__(self, rng: random.Random | None = None) -> None:
         self.rng = rng or random.Random()
 
-    def cost(self, endpoint: Endpoint) -> float:
+    def cost(self, peer: Peer) -> float:
         raise NotImplementedError
 
-    def tie(self, a: Endpoint, b: Endpoint) -> Endpoint:
+    def tie(self, a: Peer, b: Peer) -> Peer:
         return a if self.rng.random() < 0.5 else b
 
-    def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint:
+    def pick(self, candidates: Sequence[Peer], request: Request) -> Peer:
         if len(candidates) == 1:
             return candidates[0]
         a, b = self.rng.sample(candidates, 2)
@@ -87,10 +106,10 @@ class LeastLoaded(_PowerOfTwo):
     speed still split ties at random, so weights keep their shares.
     """
 
-    def cost(self, endpoint: Endpoint) -> float:
-        return endpoint.load
+    def cost(self, peer: Peer) -> float:
+        return peer.load
 
-    def tie(self, a: Endpoint, b: Endpoint) -> Endpoint:
+    def tie(self, a: Peer, b: Peer) -> Peer:
         if a.mean_latency > CLEARLY_SLOWER * b.mean_latency:
             return b
         if b.mean_latency > CLEARLY_SLOWER * a.mean_latency:
@@ -99,8 +118,24 @@ class LeastLoaded(_PowerOfTwo):
 
 
 class PeakEwma(_PowerOfTwo):
-    def cost(self, endpoint: Endpoint) -> float:
-        return endpoint.cost
+    def cost(self, peer: Peer) -> float:
+        return peer.cost
+
+
+#: How much of a prompt the `affinity` policy hashes when no session key is given.
+AFFINITY_PREFIX = 512
+
+
+def affinity_key(request: Request) -> str | None:
+    """The request's session key, else the start of its prompt (chat messages, prompt or input); None if empty."""
+    if request.session_key is not None:
+        return request.session_key
+    body = request.body
+    if "messages" in body:
+        text = "".join(str(m.get("content", "")) for m in body["messages"] if isinstance(m, dict))
+    else:
+        text = str(body.get("prompt", body.get("input", "")))
+    return text[:AFFINITY_PREFIX] or None
 
 
 class Affinity:
@@ -117,18 +152,19 @@ class Affinity:
         self.fallback = fallback or LeastLoaded()
 
     @staticmethod
-    def _score(key: str, endpoint: Endpoint) -> float:
-        digest = hashlib.blake2b(f"{key}\0{endpoint.id}".encode(), digest_size=8).digest()
+    def _score(key: str, peer: Peer) -> float:
+        digest = hashlib.blake2b(f"{key}\0{peer.id}".encode(), digest_size=8).digest()
         unit = (int.from_bytes(digest, "big") + 1) / 2**64
-        return -endpoint.record.weight / math.log(unit)
+        return -peer.record.weight / math.log(unit)
 
-    def pick(self, candidates: Sequence[Endpoint], key: str | None) -> Endpoint:
+    def pick(self, candidates: Sequence[Peer], request: Request) -> Peer:
+        key = affinity_key(request)
         if key is None:
-            return self.fallback.pick(candidates, key)
+            return self.fallback.pick(candidates, request)
         preferred = max(candidates, key=lambda c: self._score(key, c))
         mean = sum(c.load for c in candidates) / len(candidates)
         if preferred.load > self.threshold * mean + 1:
-            return self.fallback.pick(candidates, key)
+            return self.fallback.pick(candidates, request)
         return preferred
 
 
@@ -142,11 +178,11 @@ _FACTORIES: dict[str, Callable[[], Balancer]] = {
 
 
 def policies() -> tuple[str, ...]:
-    """The policy names `make` accepts, those added with `register` included."""
+    """The policy names `make` accepts, those added with `register_policy` included."""
     return tuple(_FACTORIES)
 
 
-def register(name: str, factory: Callable[[], Balancer]) -> None:
+def register_policy(name: str, factory: Callable[[], Balancer]) -> None:
     """Add a policy of your own; `factory` makes one balancer per model."""
     _FACTORIES[name] = factory
 
@@ -154,5 +190,5 @@ def register(name: str, factory: Callable[[], Balancer]) -> None:
 def make(policy: str) -> Balancer:
     factory = _FACTORIES.get(policy)
     if factory is None:
-        raise ValueError(f"unknown policy {policy!r}; choose one of {', '.join(policies())}")
+        raise UsageError(f"unknown policy {policy!r}; choose one of {', '.join(policies())}")
     return factory()

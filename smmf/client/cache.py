@@ -2,20 +2,25 @@
 
 The request path reads this cache and never calls the registry.  The watch
 resyncs by itself after errors and never empties what it holds because the
-registry went away (see `registry_drivers.resync`), so a registry outage
-leaves the client serving from its last-known instances.
+registry went away (see `smmf.registry.watch`), so a registry outage
+leaves the client serving from its last-known instances.  Each instance is
+held as a `Peer`, which keeps what this client learned about it across the
+sidecar's rewrites of its record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 
 from ..instance import Instance
-from ..registry_drivers import Delete, Put, Registry, Snapshot
-from .endpoint import Endpoint
+from ..registry import Delete, Put, Registry, Snapshot
+from .peer import Peer
+
+__all__ = ["InstanceCache"]
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +28,7 @@ log = logging.getLogger(__name__)
 class InstanceCache:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
-        self.models: dict[str, dict[str, Endpoint]] = {}
+        self.models: dict[str, dict[str, Peer]] = {}
         self._by_id: dict[str, str] = {}
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -59,13 +64,13 @@ class InstanceCache:
         previous_model = self._by_id.get(record.id)
         if previous_model is not None and previous_model != record.model:
             self._remove(record.id)
-        endpoints = self.models.setdefault(record.model, {})
-        endpoint = endpoints.get(record.id)
-        if endpoint is None:
-            endpoint = endpoints[record.id] = Endpoint(record)
-            endpoint.can_eject = lambda model=record.model: self._others_available(model)
+        peers = self.models.setdefault(record.model, {})
+        peer = peers.get(record.id)
+        if peer is None:
+            peer = peers[record.id] = Peer(record)
+            peer.can_eject = functools.partial(self._others_available, record.model)
         else:
-            endpoint.update(record)
+            peer.update(record)
         self._by_id[record.id] = record.model
 
     def _remove(self, instance_id: str) -> None:
@@ -79,9 +84,9 @@ class InstanceCache:
     def _others_available(self, model: str) -> bool:
         """Ejecting one more instance still leaves the model at least one other available instance."""
         now = time.monotonic()
-        return sum(ep.available(now) for ep in self.models.get(model, {}).values()) > 1
+        return sum(peer.available(now) for peer in self.models.get(model, {}).values()) > 1
 
-    def endpoints(self, model: str) -> list[Endpoint]:
+    def peers(self, model: str) -> list[Peer]:
         return list(self.models.get(model, {}).values())
 
     def known_models(self) -> list[str]:

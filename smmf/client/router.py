@@ -1,15 +1,18 @@
 """The request path's decisions: which instance, and whether to try another after a failure.
 
-`Router.run` takes a `send(endpoint, ticket)` coroutine from a front end (the
-OpenAI-style API or the httpx transport) and owns the rest:
+`Router.send` takes a `Request` from a front end (`ModelClient` or the SDK
+transport) and owns the rest:
 
 * candidates are the model's instances that are up, not ejected, not cooling
   down after a `Retry-After`, and not already tried by this request;
+* the balancer of the request's policy picks one;
 * a failure before any response byte (`Retryable`) is retried on a different
   instance, up to `max_retries` times and within a budget of about 20% extra
   load;
 * every attempt holds a `Ticket`, so the instance's in-flight count rises at
-  send and falls exactly once when the response ends, fails or is cancelled.
+  send and falls exactly once: here when the attempt fails, and in the
+  `Response` (which takes the ticket over) when a whole answer arrives or a
+  stream ends or is closed.
 """
 
 from __future__ import annotations
@@ -17,29 +20,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol
 
+from ..errors import NoInstanceAvailable
 from .balancers import Balancer, make
 from .cache import InstanceCache
-from .endpoint import Endpoint, Ticket
-from .errors import APIError, NoInstanceAvailable
+from .peer import Peer
+from .request import Request
+from .transport import Response, Retryable, Transport
+
+__all__ = ["MAX_RETRY_WAIT", "Observer", "RetryBudget", "Router"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 #: Longest `Retry-After` the client waits itself when no other instance is left.
 MAX_RETRY_WAIT = 10.0
-
-
-class Retryable(Exception):
-    """A failure before any byte of the response: safe to send elsewhere."""
-
-    def __init__(self, error: APIError, retry_after: float | None = None) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.retry_after = retry_after
 
 
 class RetryBudget:
@@ -63,9 +58,22 @@ class RetryBudget:
         return False
 
 
+class Observer(Protocol):
+    """What the router tells about a call as it goes (telemetry's `Call` is one)."""
+
+    def instance(self, peer: Peer) -> None:
+        """An attempt goes to `peer`."""
+
+    def retry(self, attempt: int) -> None:
+        """Attempt number `attempt` (1 for the first retry) is about to start."""
+
+
 class Router:
-    def __init__(self, cache: InstanceCache, policy: str = "least_loaded", max_retries: int = 2) -> None:
+    def __init__(
+        self, cache: InstanceCache, transport: Transport, policy: str = "least_loaded", max_retries: int = 2
+    ) -> None:
         self.cache = cache
+        self.transport = transport
         self.policy = policy
         self.max_retries = max_retries
         self.budget = RetryBudget()
@@ -78,60 +86,55 @@ class Router:
             self._balancers[key] = make(policy)
         return self._balancers[key]
 
-    def candidates(self, model: str, exclude: set[str]) -> list[Endpoint]:
-        endpoints = self.cache.endpoints(model)
+    def candidates(self, model: str, exclude: set[str]) -> list[Peer]:
+        peers = self.cache.peers(model)
         now = time.monotonic()
-        ready = [ep for ep in endpoints if ep.available(now) and ep.id not in exclude]
+        ready = [peer for peer in peers if peer.available(now) and peer.id not in exclude]
         if ready:
             return ready
         # never refuse a request because of ejection alone: the last ones stay eligible
-        return [ep for ep in endpoints if ep.record.eligible and ep.id not in exclude]
+        return [peer for peer in peers if peer.record.eligible and peer.id not in exclude]
 
-    def choose(self, model: str, policy: str | None, key: str | None, exclude: set[str]) -> Endpoint:
-        candidates = self.candidates(model, exclude)
+    def choose(self, request: Request, exclude: set[str]) -> Peer:
+        candidates = self.candidates(request.model, exclude)
         if not candidates:
-            raise NoInstanceAvailable(model, self.cache.known_models())
-        return self.balancer(model, policy or self.policy).pick(candidates, key)
+            raise NoInstanceAvailable(request.model, self.cache.known_models())
+        return self.balancer(request.model, request.policy or self.policy).pick(candidates, request)
 
-    async def run(
-        self,
-        model: str,
-        send: Callable[[Endpoint, Ticket], Awaitable[T]],
-        *,
-        policy: str | None = None,
-        key: str | None = None,
-        on_retry: Callable[[int], None] | None = None,
-    ) -> T:
-        """Send to a chosen instance, retrying elsewhere on `Retryable`; `send` ends the ticket on success."""
+    async def send(self, request: Request, observer: Observer | None = None) -> Response:
+        """The first successful answer, from a chosen instance and, after retryable failures, from others."""
         tried: set[str] = set()
         last: Retryable | None = None
         self.budget.deposit()
         attempt = 0
         while True:
             try:
-                endpoint = self.choose(model, policy, key, tried)
+                peer = self.choose(request, tried)
             except NoInstanceAvailable:
                 if last is None:
                     raise
                 raise last.error from None
-            ticket = endpoint.begin()
+            if observer is not None:
+                observer.instance(peer)
+            ticket = peer.begin()
             try:
-                return await send(endpoint, ticket)
-            except Retryable as failure:
+                response = await self.transport.send(peer, request)
+            except BaseException as exc:
                 ticket.end(ok=False)
-                last = failure
-                tried.add(endpoint.id)
-                if failure.retry_after:
-                    endpoint.cool(failure.retry_after)
-                if attempt >= self.max_retries or not self.budget.withdraw():
-                    raise failure.error from None
-                attempt += 1
-                if on_retry is not None:
-                    on_retry(attempt)
-                log.info("retrying %s on another instance after %s: %s", model, endpoint.id, failure.error.message)
-                if not self.candidates(model, tried) and failure.retry_after and failure.retry_after <= MAX_RETRY_WAIT:
-                    await asyncio.sleep(failure.retry_after)
-                    tried.clear()
-            except BaseException:
-                ticket.end(ok=False)
-                raise
+                if not isinstance(exc, Retryable):
+                    raise
+                last = exc
+            else:
+                return response.hold(ticket)
+            tried.add(peer.id)
+            if last.retry_after:
+                peer.cool(last.retry_after)
+            if attempt >= self.max_retries or not self.budget.withdraw():
+                raise last.error from None
+            attempt += 1
+            if observer is not None:
+                observer.retry(attempt)
+            log.info("retrying %s on another instance after %s: %s", request.model, peer.id, last.error.message)
+            if not self.candidates(request.model, tried) and last.retry_after and last.retry_after <= MAX_RETRY_WAIT:
+                await asyncio.sleep(last.retry_after)
+                tried.clear()

@@ -9,14 +9,15 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ..instance import Instance
+from ..registry import Registry
 from .api import ModelClient
-from .calls import Stream
+from .stream import Stream
 
 T = TypeVar("T")
 
 
 class SyncModelClient:
-    def __init__(self, registry: Any = None, policy: str = "least_loaded", **options: Any) -> None:
+    def __init__(self, registry: str | Registry | None = None, policy: str = "least_loaded", **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="smmf-client", daemon=True)
         self._thread.start()

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlsplit
 
-from .endpoint import Endpoint
+from .peer import Peer
 
 #: Responses remembered for `feedback()`.
 FEEDBACK_MEMORY = 10_000
@@ -81,14 +81,14 @@ class Call:
         """Whether the generated text goes into the span."""
         return self._t is not None and self._t.capture_content
 
-    def instance(self, endpoint: Endpoint) -> None:
+    def instance(self, peer: Peer) -> None:
         if self._span is None:
             return
-        parts = urlsplit(endpoint.record.endpoint)
-        self._span.set_attribute("server.address", parts.hostname or endpoint.record.endpoint)
+        parts = urlsplit(peer.record.endpoint)
+        self._span.set_attribute("server.address", parts.hostname or peer.record.endpoint)
         if parts.port:
             self._span.set_attribute("server.port", parts.port)
-        self._span.set_attribute("smmf.instance.id", endpoint.id)
+        self._span.set_attribute("smmf.instance.id", peer.id)
 
     def retry(self, attempt: int) -> None:
         if self._span is not None:
@@ -168,7 +168,7 @@ class Telemetry:
         now = time.monotonic()
         if now >= self._recheck_at:
             self._recheck_at = now + PROVIDER_RECHECK
-            placeholders = self._trace.ProxyTracerProvider | self._trace.NoOpTracerProvider
+            placeholders = (self._trace.ProxyTracerProvider, self._trace.NoOpTracerProvider)
             self._global_set = not isinstance(self._trace.get_tracer_provider(), placeholders)
         return self._global_set
 

@@ -1,154 +1,258 @@
-"""`httpx_client()`: the official `openai` SDK (and anything built on it) routed by smmf, unchanged.
+"""The transport: the seam where one request reaches one instance, and what came back.
 
-    client = openai.AsyncOpenAI(base_url="http://smmf/v1", api_key="unused", http_client=smmf.client.httpx_client())
+A `Transport` sends a `Request` to a `Peer` and returns a `Response` once the
+instance has answered with a success status; anything else is raised.  The
+router above it decides where and whether to try again, and never looks at
+how an instance is reached.  `ProtocolTransport`, the default, reaches each
+instance the way its record's `protocol` says: an OpenAI-compatible server
+over HTTP (`HttpTransport`), or a third-party API through its template
+(`TemplateTransport`), whose answer is put in OpenAI's shape here, once, for
+both front ends.
 
-The transport reads the `model` field of each request, picks an instance with
-the same router as `ModelClient` (same policies, retries, ejection and
-in-flight accounting) and forwards the request there; streams are passed
-through as they arrive.  `GET /v1/models` is answered from the cache.  An
-`x-smmf-policy` or `x-smmf-session` header chooses the policy or affinity
-key of one call.
-
-openai 3.x is built on `httpx2`; older releases on `httpx`.  The client
-returned is of whichever of the two the installed SDK uses.
+A failure before any byte of the answer (refused, reset, 429, 502, 503, 504)
+is `Retryable`: another instance may do better.  After the first byte
+nothing is retried: a broken stream raises `StreamInterrupted`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from types import ModuleType
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Protocol as TypingProtocol
 
 import aiohttp
 
+from ..errors import APIConnectionError, APIError, APIStatusError, StreamInterrupted
 from ..instance import Protocol
-from ..registry_drivers import Registry
-from .api import ModelClient, affinity_key
-from .calls import as_chunk, call_template_instance, post
-from .endpoint import Endpoint, Ticket
-from .errors import APIConnectionError, APIStatusError, NoInstanceAvailable
+from ..template import ExtractError, TemplateCallError, call_template, prompt_from_messages, word_usage
+from ..wire import sse
+from ..wire.errors import read_error
+from ..wire.responses import ResponseBuilder
+from ..wire.retry_after import parse_retry_after
+from .peer import Peer, Ticket
+from .request import Request
+
+__all__ = [
+    "RETRY_STATUSES",
+    "HttpTransport",
+    "ProtocolTransport",
+    "Response",
+    "Retryable",
+    "TemplateTransport",
+    "Transport",
+    "status_failure",
+]
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_BROKEN = (aiohttp.ClientError, TimeoutError)
 
 
-def _httpx() -> ModuleType:
-    try:
-        import httpx2 as httpx
-    except ImportError:
-        import httpx  # type: ignore[no-redef]
-    return httpx
+class Retryable(Exception):
+    """A failure before any byte of the answer: safe to send elsewhere.  Never leaves the router."""
+
+    def __init__(self, error: APIError, retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retry_after = retry_after
 
 
-def _error(status: int, message: str, code: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "smmf_error", "param": None, "code": code}}
+def status_failure(instance_id: str, status: int, text: str, retry_after: float | None) -> Exception:
+    """The exception for an error status: `Retryable` wrapping it when another instance may do better."""
+    message, body = read_error(text)
+    error = APIStatusError(message or f"HTTP {status}: {text[:200]}", status=status, instance_id=instance_id, body=body)
+    return Retryable(error, retry_after) if status in RETRY_STATUSES else error
 
 
-def httpx_client(registry: str | Registry | None = None, policy: str = "least_loaded", **options: Any) -> Any:
-    """An `httpx2.AsyncClient` (or `httpx.AsyncClient`) whose transport balances by model over the registry."""
-    httpx = _httpx()
-    transport = make_transport(httpx, ModelClient(registry, policy, **options))
-    return httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(600.0, connect=5.0))
+class Response:
+    """An instance's successful answer: its headers, and its body either whole or still arriving.
 
+    From `hold()` on it owns the attempt's `Ticket`: a whole answer ends it at
+    once, a stream when it has been read to the end or closed.  Close every
+    streamed response (reading it to the end does), or the instance keeps
+    counting it as in flight.
+    """
 
-def make_transport(httpx: ModuleType, client: ModelClient) -> Any:
-    class _Body(httpx.AsyncByteStream):  # type: ignore[misc, name-defined]
-        """A worker's response body, passed through; the instance's slot is freed when it ends or is closed."""
+    __slots__ = ("_content", "_latency", "_raw", "_ticket", "complete", "headers", "instance_id", "status")
 
-        def __init__(self, response: aiohttp.ClientResponse, ticket: Ticket, ttfb: float) -> None:
-            self._response = response
+    def __init__(
+        self,
+        instance_id: str,
+        status: int,
+        headers: Mapping[str, str],
+        *,
+        content: bytes | None = None,
+        raw: aiohttp.ClientResponse | None = None,
+    ) -> None:
+        self.instance_id = instance_id
+        self.status = status
+        self.headers = headers
+        self._content = content
+        self._raw = raw
+        self._ticket: Ticket | None = None
+        self._latency: float | None = None
+        #: Whether the whole body has been received.
+        self.complete = raw is None
+
+    @property
+    def streaming(self) -> bool:
+        """Whether the body is still arriving (read it with `iter_lines` or `iter_bytes`)."""
+        return self._raw is not None
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            raise RuntimeError("a streamed response has no content: iterate it")
+        return self._content
+
+    def hold(self, ticket: Ticket) -> Response:
+        """Take over the attempt's ticket; a stream's latency is its time to the first byte."""
+        if self._raw is None:
+            ticket.end(ok=True)
+        else:
             self._ticket = ticket
-            self._ttfb = ttfb
+            self._latency = time.monotonic() - ticket.started
+        return self
 
-        async def __aiter__(self) -> AsyncIterator[bytes]:
-            ok = False
-            try:
-                async for piece in self._response.content.iter_any():
-                    yield piece
-                ok = True
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise httpx.ReadError(f"stream from {self._ticket.endpoint.id} broke: {exc}") from None
-            finally:
-                self._ticket.end(ok=ok, latency=self._ttfb)
-                self._response.release()
+    async def iter_lines(self) -> AsyncIterator[bytes]:
+        """The body line by line, as it arrives; `StreamInterrupted` if the connection breaks."""
+        if self._raw is None:
+            for line in self.content.splitlines(keepends=True):
+                yield line
+            return
+        try:
+            async for line in self._raw.content:
+                yield line
+        except _BROKEN as exc:
+            raise self._broken(exc) from None
+        self.complete = True
 
-        async def aclose(self) -> None:
-            self._ticket.end(ok=False)
-            self._response.release()
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """The body in whatever pieces arrive; `StreamInterrupted` if the connection breaks."""
+        if self._raw is None:
+            yield self.content
+            return
+        try:
+            async for piece in self._raw.content.iter_any():
+                yield piece
+        except _BROKEN as exc:
+            raise self._broken(exc) from None
+        self.complete = True
 
-    class RoutingTransport(httpx.AsyncBaseTransport):  # type: ignore[misc, name-defined]
-        def __init__(self) -> None:
-            self.client = client
-            self._started = False
-            self._lock = asyncio.Lock()
+    def _broken(self, exc: BaseException) -> StreamInterrupted:
+        return StreamInterrupted(
+            f"{self.instance_id}: stream broke: {exc.__class__.__name__}", instance_id=self.instance_id
+        )
 
-        async def _start(self) -> None:
-            async with self._lock:
-                if not self._started:
-                    await self.client.start()
-                    self._started = True
+    def close(self, ok: bool | None = None) -> None:
+        """Free the connection and end the ticket; `ok` overrides "the body arrived whole" as the verdict."""
+        if self._ticket is not None:
+            self._ticket.end(ok=self.complete if ok is None else ok, latency=self._latency)
+        if self._raw is not None:
+            self._raw.release()
 
-        def _models(self) -> Any:
-            data = [
-                {"id": model, "object": "model", "created": 0, "owned_by": "smmf", "instances": len(records)}
-                for model, records in self.client.models().items()
-            ]
-            return httpx.Response(200, json={"object": "list", "data": data})
 
-        async def handle_async_request(self, request: Any) -> Any:
-            await self._start()
-            path = request.url.path
-            suffix = path[path.index("/v1/") + 3 :] if "/v1/" in path else path
-            if request.method == "GET" and suffix.rstrip("/") == "/models":
-                return self._models()
-            try:
-                body = json.loads(await request.aread() or b"{}")
-            except ValueError:
-                return httpx.Response(400, json=_error(400, "the request body is not JSON"))
-            model = body.get("model") if isinstance(body, dict) else None
-            if not isinstance(model, str):
-                return httpx.Response(400, json=_error(400, "the request has no model field"))
-            policy = request.headers.get("x-smmf-policy")
-            key = request.headers.get("x-smmf-session") or (
-                affinity_key(body, None) if (policy or self.client.router.policy) == "affinity" else None
+class Transport(TypingProtocol):
+    def send(self, peer: Peer, request: Request) -> Awaitable[Response]:
+        """Send `request` to `peer`; the answer once its status says it succeeded.  Raises `Retryable` or `APIError`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+class HttpTransport:
+    """`protocol: openai` instances: the body POSTed as it is to the instance's URL."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def send(self, peer: Peer, request: Request) -> Response:
+        try:
+            raw = await self.session.post(peer.record.endpoint.rstrip("/") + request.path, json=request.body)
+        except (aiohttp.ClientConnectionError, aiohttp.ClientOSError, TimeoutError) as exc:
+            raise Retryable(
+                APIConnectionError(f"{peer.id}: {exc.__class__.__name__}: {exc}", instance_id=peer.id)
+            ) from None
+        if raw.status >= 400:
+            text = await raw.text()
+            raw.release()
+            raise status_failure(peer.id, raw.status, text, parse_retry_after(raw.headers.get("Retry-After")))
+        headers = {"content-type": raw.headers.get("Content-Type", "application/json")}
+        if request.stream:
+            return Response(peer.id, raw.status, headers, raw=raw)
+        try:
+            content = await raw.read()
+        except _BROKEN as exc:
+            message = f"{peer.id}: response broke after it started: {exc}"
+            raise APIConnectionError(message, instance_id=peer.id) from None
+        finally:
+            raw.release()
+        return Response(peer.id, raw.status, headers, content=content)
+
+
+class TemplateTransport:
+    """`protocol: template` records: the third-party API called directly, its answer in OpenAI's shape.
+
+    Such an API answers whole, so a stream is one chunk (with usage) and
+    `[DONE]`.  Token counts are estimated as words, as the `template` worker
+    backend does.
+    """
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def send(self, peer: Peer, request: Request) -> Response:
+        record = peer.record
+        assert record.template is not None  # the record's validator guarantees it
+        route = request.route
+        if route not in ("chat", "completions"):
+            message = f"{peer.id} is a template instance: it serves chat and completions, not {request.path}"
+            raise APIStatusError(message, status=400, instance_id=peer.id)
+        chat = route == "chat"
+        body = request.body
+        prompt = prompt_from_messages(body.get("messages", [])) if chat else str(body.get("prompt", ""))
+        try:
+            answer = await call_template(
+                self.session, record.template, prompt, model=record.model, temperature=body.get("temperature")
             )
-            stream = bool(body.get("stream"))
+        except TemplateCallError as exc:
+            raise status_failure(peer.id, exc.status or 502, exc.message, exc.retry_after) from None
+        except ExtractError as exc:
+            raise APIStatusError(str(exc), status=502, instance_id=peer.id) from None
+        shape = ResponseBuilder("chat" if chat else "completion", record.model)
+        usage = word_usage(prompt, answer)
+        if request.stream:
+            content = sse.event(shape.chunk(answer, "stop", first=True, usage=usage)) + sse.DONE
+            return Response(peer.id, 200, {"content-type": "text/event-stream"}, content=content)
+        content = json.dumps(shape.whole(answer, "stop", usage)).encode()
+        return Response(peer.id, 200, {"content-type": "application/json"}, content=content)
 
-            async def send(endpoint: Endpoint, ticket: Ticket) -> Any:
-                if endpoint.record.protocol is Protocol.TEMPLATE:
-                    chat = suffix == "/chat/completions"
-                    whole = await call_template_instance(self.client.session, endpoint, ticket, body, chat=chat)
-                    if stream:
-                        sse = f"data: {json.dumps(as_chunk(whole, chat))}\n\ndata: [DONE]\n\n".encode()
-                        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sse)
-                    return httpx.Response(200, json=whole)
-                response = await post(self.client.session, endpoint, suffix, body)
-                headers = {"content-type": response.headers.get("Content-Type", "application/json")}
-                headers["x-smmf-instance"] = endpoint.id
-                if stream:
-                    ttfb = time.monotonic() - ticket.started
-                    return httpx.Response(response.status, headers=headers, stream=_Body(response, ticket, ttfb))
-                try:
-                    content = await response.read()
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    raise httpx.ReadError(f"response from {endpoint.id} broke: {exc}") from None
-                finally:
-                    response.release()
-                ticket.end(ok=True)
-                return httpx.Response(response.status, headers=headers, content=content)
 
-            try:
-                return await self.client.router.run(model, send, policy=policy, key=key)
-            except NoInstanceAvailable as exc:
-                return httpx.Response(404, json=_error(404, exc.message, "model_not_found"))
-            except APIStatusError as exc:
-                body = exc.body if isinstance(exc.body, dict) else _error(exc.status or 502, exc.message)
-                return httpx.Response(exc.status or 502, json=body)
-            except APIConnectionError as exc:
-                raise httpx.ConnectError(exc.message) from None
+class ProtocolTransport:
+    """The default transport: each instance reached as its record's protocol says, over one connection pool."""
 
-        async def aclose(self) -> None:
-            if self._started:
-                await self.client.close()
+    def __init__(self, timeout: aiohttp.ClientTimeout) -> None:
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._by_protocol: dict[Protocol, HttpTransport | TemplateTransport] = {}
 
-    return RoutingTransport()
+    def _open(self) -> None:
+        # Made on first use, inside the running loop, as aiohttp requires.
+        session = aiohttp.ClientSession(
+            timeout=self.timeout, connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        )
+        self._session = session
+        self._by_protocol = {Protocol.OPENAI: HttpTransport(session), Protocol.TEMPLATE: TemplateTransport(session)}
+
+    def send(self, peer: Peer, request: Request) -> Awaitable[Response]:
+        # A plain function handing back the chosen transport's coroutine: no frame of its own on the request path.
+        if self._session is None:
+            self._open()
+        return self._by_protocol[peer.record.protocol].send(peer, request)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

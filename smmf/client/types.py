@@ -8,12 +8,29 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..wire.responses import Usage
+
+__all__ = [
+    "Answer",
+    "ChatChoice",
+    "ChatCompletion",
+    "ChatCompletionChunk",
+    "ChatMessage",
+    "ChoiceDelta",
+    "ChunkChoice",
+    "Completion",
+    "CompletionChoice",
+    "CreateEmbeddingResponse",
+    "Embedding",
+    "Usage",
+]
+
 
 class _Result(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class _Answer(_Result):
+class Answer(_Result):
     """A top-level result: it also says which instance produced it.
 
     `instance_id` is a field left out of `model_dump()`, not a pydantic
@@ -23,12 +40,6 @@ class _Answer(_Result):
     """
 
     instance_id: str | None = Field(default=None, exclude=True)
-
-
-class Usage(_Result):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
 
 
 class ChatMessage(_Result):
@@ -45,7 +56,7 @@ class ChatChoice(_Choice):
     message: ChatMessage
 
 
-class _Response(_Answer):
+class _Response(Answer):
     """What every generation result and chunk carries besides its choices."""
 
     id: str
@@ -88,7 +99,7 @@ class Embedding(_Result):
     embedding: list[float]
 
 
-class CreateEmbeddingResponse(_Answer):
+class CreateEmbeddingResponse(Answer):
     object: str = "list"
     data: list[Embedding]
     model: str

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+from ..admin import AdminAction, AdminState
+from ..backoff import Backoff
+from ..errors import ConfigurationError, RegistryUnavailable
 from ..instance import Instance, Kind, Load, State, new_instance_id
-from ..registry_drivers import AdminAction, AdminState, Lease, RegistryUnavailable, open_registry
-from ..registry_drivers.backoff import Backoff
+from ..registry import Lease, open_registry
 from .child import Child
-from .upstream import BACKEND, LoadSample, Upstream, UpstreamType
+from .probe import BACKEND, LoadSample, Probe, UpstreamType
 
 log = logging.getLogger("smmf.sidecar")
 
@@ -56,11 +58,13 @@ class SidecarConfig:
         for name in ("upstream", "advertise"):
             url = getattr(self, name)
             if url is not None and urlsplit(url).scheme not in ("http", "https"):
-                raise ValueError(f"--{name} must be an http(s) URL, got {url!r}")
+                raise ConfigurationError(f"--{name} must be an http(s) URL, got {url!r}")
         if self.ttl <= 0 or self.probe_interval <= 0 or self.load_interval <= 0 or self.drain_timeout < 0:
-            raise ValueError("--ttl, --probe-interval and --load-interval must be positive, --drain-timeout >= 0")
+            raise ConfigurationError(
+                "--ttl, --probe-interval and --load-interval must be positive, --drain-timeout >= 0"
+            )
         if self.weight <= 0:
-            raise ValueError("--weight must be positive")
+            raise ConfigurationError("--weight must be positive")
 
 
 Event = tuple[Literal["health", "child_exited", "admin", "retry", "terminate"], object]
@@ -71,7 +75,7 @@ class Sidecar:
         self.config = config
         self.registry = open_registry(config.registry)
         probe_timeout = min(2.0, max(0.5, config.probe_interval))
-        self.upstream = Upstream(config.upstream, config.upstream_type, probe_timeout)
+        self.probe = Probe(config.upstream, config.upstream_type, probe_timeout)
         root = (config.advertise or config.upstream).rstrip("/")
         parts = urlsplit(root)
         self.instance_id = new_instance_id(parts.hostname or "localhost", parts.port or 80)
@@ -86,7 +90,7 @@ class Sidecar:
         self.terminating = False
         self.load = LoadSample(0, 0)
         #: When `load` was read from the server: a record written for another reason keeps this time, so
-        #: clients can tell which of their own requests the figure counted (`Endpoint.update`).
+        #: clients can tell which of their own requests the figure counted (`Peer.update`).
         self.load_at = time.time()
         self.writes = 0
         self._probed_healthy = False
@@ -175,7 +179,7 @@ class Sidecar:
         deadline = started + self.config.drain_timeout
         await asyncio.sleep(min(DRAIN_SETTLE, self.config.drain_timeout))
         while time.monotonic() < deadline:
-            sample = await self.upstream.load()
+            sample = await self.probe.load()
             if sample is None:
                 await asyncio.sleep(max(0.0, min(deadline, started + BLIND_DRAIN) - time.monotonic()))
                 break
@@ -193,7 +197,7 @@ class Sidecar:
     async def _probe_loop(self) -> None:
         failures = 0
         while True:
-            ok = await self.upstream.healthy()
+            ok = await self.probe.healthy()
             if ok:
                 failures = 0
                 if not self._probed_healthy:
@@ -211,7 +215,7 @@ class Sidecar:
             await asyncio.sleep(self.config.load_interval)
             if self.lease is None:
                 continue
-            sample = await self.upstream.load()
+            sample = await self.probe.load()
             if sample is not None and sample != self.load:
                 self.load, self.load_at = sample, time.time()
                 await self._write()
@@ -233,7 +237,7 @@ class Sidecar:
             self.healthy = bool(payload)
             log.info("upstream %s is %s", self.config.upstream, "healthy" if self.healthy else "unhealthy")
             if self.healthy and self.config.upstream_type is UpstreamType.SMMF:
-                backend, reported = await self.upstream.describe()
+                backend, reported = await self.probe.describe()
                 self.backend, self.kind = backend, self.config.kind or reported or self.kind
             await self._reconcile()
         elif kind == "child_exited":
@@ -274,7 +278,7 @@ class Sidecar:
 
     async def _wait_healthy(self, timeout: float = 600.0) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not await self.upstream.healthy():
+        while time.monotonic() < deadline and not await self.probe.healthy():
             await asyncio.sleep(min(0.2, self.config.probe_interval))
         self.healthy = self._probed_healthy = time.monotonic() < deadline
 
@@ -314,7 +318,7 @@ class Sidecar:
                 await self.child.stop()
             with contextlib.suppress(RegistryUnavailable):
                 await self.registry.delete_admin(self.instance_id)
-            await self.upstream.close()
+            await self.probe.close()
             await self.registry.close()
         log.info("sidecar stopped")
         return 0

@@ -16,7 +16,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from ..registry_drivers.backoff import Backoff
+from ..backoff import Backoff
+
+__all__ = ["Child", "dying_with_parent"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,17 @@ _EXEC_DYING_WITH_PARENT = (
 )
 
 
+def dying_with_parent(command: list[str]) -> list[str]:
+    """`command`, started so that Linux sends it SIGTERM when this process dies, even by SIGKILL.
+
+    The signal follows the thread that started the child: start it from a
+    thread that lives as long as the process (the event loop's).
+    """
+    if sys.platform != "linux":
+        return command
+    return [sys.executable, "-c", _EXEC_DYING_WITH_PARENT, str(os.getpid()), *command]
+
+
 class Child:
     def __init__(self, command: list[str], on_exit: Callable[[int], Awaitable[None]]) -> None:
         self.command = command
@@ -59,8 +72,7 @@ class Child:
         return self._proc is not None and self._proc.returncode is None
 
     async def _spawn(self) -> None:
-        wrapper = [sys.executable, "-c", _EXEC_DYING_WITH_PARENT, str(os.getpid())] if sys.platform == "linux" else []
-        self._proc = await asyncio.create_subprocess_exec(*wrapper, *self.command, start_new_session=True)
+        self._proc = await asyncio.create_subprocess_exec(*dying_with_parent(self.command), start_new_session=True)
         log.info("child started: pid %d: %s", self._proc.pid, " ".join(self.command))
 
     async def start(self) -> None:

@@ -11,13 +11,14 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from .errors import overloaded
+from ..errors import ConfigurationError
+from .error_responses import overloaded
 
 
 class Admission:
     def __init__(self, max_concurrency: int, max_queue: int, retry_after: float = 1.0) -> None:
         if max_concurrency < 1 or max_queue < 0:
-            raise ValueError("max_concurrency must be >= 1 and max_queue >= 0")
+            raise ConfigurationError("--max-concurrency must be >= 1 and --max-queue >= 0")
         self.max_concurrency = max_concurrency
         self.max_queue = max_queue
         self.retry_after = retry_after
@@ -27,7 +28,7 @@ class Admission:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        """Hold one generation slot; raise a 429 `APIError` when the queue is full too."""
+        """Hold one generation slot; raise a 429 `ErrorResponse` when the queue is full too."""
         if self._slots.locked():
             if self.queued >= self.max_queue:
                 raise overloaded(self.retry_after)

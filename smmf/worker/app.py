@@ -1,7 +1,7 @@
 """The worker's HTTP surface: the OpenAI API shape over any backend, plus /health and /metrics.
 
 Order of checks on a generation request: body size (413), JSON (400), schema
-(400), model name (404), endpoint support (400), admission (429).  Only then
+(400), model name (404), route support (400), admission (429).  Only then
 does the backend run, and a stream's HTTP status is sent only after the
 backend produced its first piece, so an upstream or engine failure before
 that is still a proper error status a client can retry elsewhere.
@@ -13,35 +13,28 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TypeVar
 
 from aiohttp import web
 
+from ..errors import ErrorResponse
+from ..wire import sse
+from ..wire.responses import ResponseBuilder, Usage, embedding_response
+from ..wire.routes import Route
 from .admission import Admission
 from .backends import Backend
-from .backends.base import Endpoint
-from .errors import APIError, bad_request, model_not_found, server_error
+from .error_responses import bad_request, body_of, http_response, model_not_found, server_error
 from .metrics import CONTENT_TYPE, WorkerMetrics
-from .protocol import (
-    ChatRequest,
-    CompletionRequest,
-    Delta,
-    EmbeddingRequest,
-    ResponseIds,
-    Usage,
-    embedding_response,
-    parse,
-)
+from .requests import ChatRequest, CompletionRequest, Delta, EmbeddingRequest, parse
+
+__all__ = ["DEFAULT_MAX_BODY", "Worker"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+R = TypeVar("R", ChatRequest, CompletionRequest, EmbeddingRequest)
 
 
 class Worker:
@@ -92,21 +85,21 @@ class Worker:
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except APIError as exc:
+        except ErrorResponse as exc:
             self.metrics.requests.labels(request.path, str(exc.status)).inc()
-            return exc.response()
+            return http_response(exc)
         except web.HTTPRequestEntityTooLarge:
             message = f"The request body is larger than this worker's limit of {self.max_body_bytes} bytes."
-            return APIError(413, message, code="request_too_large").response()
+            return http_response(ErrorResponse(413, message, code="request_too_large"))
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            return APIError(exc.status, exc.reason, code=exc.reason.lower().replace(" ", "_")).response()
+            return http_response(ErrorResponse(exc.status, exc.reason, code=exc.reason.lower().replace(" ", "_")))
         except Exception:
             log.exception("unexpected error serving %s", request.path)
-            return server_error("The worker failed while serving this request; see its log.").response()
+            return http_response(server_error("The worker failed while serving this request; see its log."))
 
-    # -- plain endpoints ---------------------------------------------------
+    # -- plain routes ------------------------------------------------------
 
     async def models(self, _request: web.Request) -> web.Response:
         card = {
@@ -134,7 +127,7 @@ class Worker:
 
     # -- requests ----------------------------------------------------------
 
-    async def _body(self, request: web.Request, model: type, endpoint: Endpoint) -> Any:
+    async def _body(self, request: web.Request, model: type[R], route: Route) -> R:
         raw = await request.read()
         try:
             data = json.loads(raw)
@@ -143,14 +136,14 @@ class Worker:
         parsed = parse(model, data)
         if parsed.model != self.model:
             raise model_not_found(parsed.model, self.model)
-        if endpoint not in self.backend.endpoints:
-            raise bad_request(f"The model {self.model!r} does not support /v1/{endpoint}.", code="unsupported_endpoint")
+        if route not in self.backend.routes:
+            raise bad_request(f"The model {self.model!r} does not support /v1/{route}.", code="unsupported_endpoint")
         if not self.ready:
-            raise APIError(503, "The model is still loading.", type="server_error", code="loading", retry_after=5)
+            raise ErrorResponse(503, "The model is still loading.", type="server_error", code="loading", retry_after=5)
         return parsed
 
     async def embeddings(self, request: web.Request) -> web.Response:
-        req: EmbeddingRequest = await self._body(request, EmbeddingRequest, "embeddings")
+        req = await self._body(request, EmbeddingRequest, "embeddings")
         started = time.perf_counter()
         async with self.admission.slot():
             vectors, tokens = await self.backend.embed(req)
@@ -162,70 +155,70 @@ class Worker:
         return web.json_response(embedding_response(self.model, vectors, tokens))
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        req: ChatRequest = await self._body(request, ChatRequest, "chat")
-        return await self._generate(request, req, ResponseIds("chat", self.model), "chat")
+        req = await self._body(request, ChatRequest, "chat")
+        return await self._generate(request, req, ResponseBuilder("chat", self.model), "chat")
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
-        req: CompletionRequest = await self._body(request, CompletionRequest, "completions")
-        return await self._generate(request, req, ResponseIds("completion", self.model), "completions")
+        req = await self._body(request, CompletionRequest, "completions")
+        return await self._generate(request, req, ResponseBuilder("completion", self.model), "completions")
 
     async def _generate(
-        self, request: web.Request, req: ChatRequest | CompletionRequest, ids: ResponseIds, endpoint: str
+        self, request: web.Request, req: ChatRequest | CompletionRequest, ids: ResponseBuilder, route: Route
     ) -> web.StreamResponse:
         started = time.perf_counter()
         async with self.admission.slot():
             pieces = self.backend.generate(req)
             try:
-                first = await anext(pieces, Delta(finish_reason="stop", usage=Usage()))
-                self.metrics.ttft.labels(endpoint).observe(time.perf_counter() - started)
+                first = await anext(pieces, Delta(finish_reason="stop", usage=Usage.counted(0, 0)))
+                self.metrics.ttft.labels(route).observe(time.perf_counter() - started)
                 if req.stream:
                     response = await self._stream(request, req, ids, first, pieces)
                 else:
                     response = await self._collect(req, ids, first, pieces)
             finally:
                 await pieces.aclose()  # type: ignore[attr-defined]
-        self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        self.metrics.latency.labels(route).observe(time.perf_counter() - started)
         self.metrics.requests.labels(request.path, "200").inc()
         return response
 
     def _count(self, usage: Usage | None) -> Usage:
-        usage = usage or Usage()
+        usage = usage or Usage.counted(0, 0)
         self.metrics.prompt_tokens.inc(usage.prompt_tokens)
         self.metrics.completion_tokens.inc(usage.completion_tokens)
         return usage
 
     async def _collect(
-        self, req: ChatRequest | CompletionRequest, ids: ResponseIds, first: Delta, rest: AsyncIterator[Delta]
+        self, req: ChatRequest | CompletionRequest, ids: ResponseBuilder, first: Delta, rest: AsyncIterator[Delta]
     ) -> web.Response:
         parts, last = [first.text], first
         async for delta in rest:
             parts.append(delta.text)
             last = delta
         usage = self._count(last.usage)
-        return web.json_response(ids.full("".join(parts), last.finish_reason or "stop", usage))
+        return web.json_response(ids.whole("".join(parts), last.finish_reason or "stop", usage))
 
     async def _stream(
         self,
         request: web.Request,
         req: ChatRequest | CompletionRequest,
-        ids: ResponseIds,
+        ids: ResponseBuilder,
         first: Delta,
         rest: AsyncIterator[Delta],
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await response.prepare(request)
         last = first
-        await response.write(_sse(ids.chunk(first.text, first.finish_reason, first=True)))
+        await response.write(sse.event(ids.chunk(first.text, first.finish_reason, first=True)))
         try:
             async for delta in rest:
                 last = delta
-                await response.write(_sse(ids.chunk(delta.text, delta.finish_reason)))
-        except APIError as exc:
+                await response.write(sse.event(ids.chunk(delta.text, delta.finish_reason)))
+        except ErrorResponse as exc:
             log.warning("stream of %s failed after it started: %s", ids.response_id, exc.message)
-            await response.write(_sse(exc.body()))
+            await response.write(sse.event(body_of(exc)))
             return response
         usage = self._count(last.usage)
         if req.include_usage:
-            await response.write(_sse(ids.usage_chunk(usage)))
-        await response.write(b"data: [DONE]\n\n")
+            await response.write(sse.event(ids.usage_chunk(usage)))
+        await response.write(sse.DONE)
         return response

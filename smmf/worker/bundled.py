@@ -12,8 +12,9 @@ import hashlib
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from .backends.base import ModelLoadError
+from ..errors import ModelLoadError
 
 
 def cache_dir() -> Path:
@@ -100,7 +101,7 @@ def gemma_hf_dir(target_dir: Path | None = None) -> Path:
     print(f"converting {gguf.name} to a Hugging Face model dir in {target} (once) ...", file=sys.stderr, flush=True)
     partial = target.with_name(target.name + ".partial")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
+    model: Any = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.bfloat16)
     model.hf_quantizer = None
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):

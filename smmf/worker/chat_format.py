@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .protocol import ChatRequest, CompletionRequest, Message
+from ..errors import ConfigurationError
+from .requests import ChatRequest, CompletionRequest, Message
 
 
 def gemma(messages: Sequence[Message]) -> str:
@@ -38,7 +39,7 @@ DEFAULT_CHAT_TOKENS = 256
 
 def check_format(name: str) -> str:
     if name not in FORMATS:
-        raise ValueError(f"--chat-format must be one of {', '.join(FORMATS)}")
+        raise ConfigurationError(f"--chat-format must be one of {', '.join(FORMATS)}")
     return name
 
 

@@ -15,7 +15,6 @@ import sys
 from aiohttp import web
 
 from .app import Worker
-from .backends.base import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +52,5 @@ def run(worker: Worker, host: str, port: int) -> int:
         asyncio.run(serve(worker, host, port))
     except OSError as exc:
         print(f"smmf worker: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except ModelLoadError as exc:
-        print(f"smmf worker: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import AsyncIterator
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from ...instance import Kind
-from ..errors import bad_request
-from ..protocol import ChatRequest, CompletionRequest, Delta, EmbeddingRequest
+from ...wire.routes import Route
+from ..error_responses import bad_request
+from ..requests import ChatRequest, CompletionRequest, Delta, EmbeddingRequest
 
-Endpoint = Literal["chat", "completions", "embeddings"]
-
-
-class ModelLoadError(Exception):
-    """A backend could not load its model; the message says what to fix."""
+__all__ = ["Backend"]
 
 
 class Backend:
@@ -31,7 +28,8 @@ class Backend:
     simulated: ClassVar[bool] = False
 
     kind: Kind = Kind.LLM
-    endpoints: frozenset[Endpoint] = frozenset({"chat", "completions"})
+    #: The API routes this engine serves; the others answer 400.
+    routes: frozenset[Route] = frozenset({"chat", "completions"})
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -11,16 +11,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ...errors import ModelLoadError
 from ...instance import Kind
-from ..protocol import EmbeddingRequest
+from ..requests import EmbeddingRequest
 from ..threads import EngineThread
-from .base import Backend, ModelLoadError
+from .base import Backend
 
 
 class EmbeddingBackend(Backend):
     name = "sentence_transformers"
     kind = Kind.EMBEDDING
-    endpoints = frozenset({"embeddings"})
+    routes = frozenset({"embeddings"})
 
     def __init__(self, model_path: str | None = None, device: str = "cpu", normalize: bool = True) -> None:
         self.model_path = model_path

@@ -19,12 +19,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+from ...errors import ModelLoadError
 from ...instance import Kind
+from ...wire.responses import Usage
 from ..chat_format import FORMATS, check_format, plain_prompt
-from ..errors import bad_request
-from ..protocol import ChatRequest, CompletionRequest, Delta, EmbeddingRequest, Usage
+from ..error_responses import bad_request
+from ..requests import ChatRequest, CompletionRequest, Delta, EmbeddingRequest
 from ..threads import EngineThread
-from .base import Backend, ModelLoadError
+from .base import Backend
 
 
 def _held_back(text: str, stops: list[str]) -> int:
@@ -56,7 +58,7 @@ class LlamaCppBackend(Backend):
         self.chat_format = check_format(chat_format)
         if embedding:
             self.kind = Kind.EMBEDDING
-            self.endpoints = frozenset({"embeddings"})
+            self.routes = frozenset({"embeddings"})
         self._engine = EngineThread("smmf-llama")
         self._llm: Any = None
 
@@ -148,7 +150,7 @@ class LlamaCppBackend(Backend):
                 sent = ready
             if len(generated) >= limit:
                 break
-        yield Delta(text[len(sent) :], finish, Usage(len(prompt_tokens), len(generated)))
+        yield Delta(text[len(sent) :], finish, Usage.counted(len(prompt_tokens), len(generated)))
 
     def generate(self, request: ChatRequest | CompletionRequest) -> AsyncIterator[Delta]:
         prompt, stops, limit = plain_prompt(request, self.chat_format)

@@ -16,17 +16,20 @@ from typing import Any
 
 import aiohttp
 
+from ...errors import ConfigurationError, ModelLoadError
 from ...instance import Kind
-from ...sse import Unfinished, json_events
-from ..errors import upstream_error
-from ..protocol import ChatRequest, CompletionRequest, Delta, EmbeddingRequest, Usage
-from .base import Backend, ModelLoadError
-from .upstream import upstream_failure
+from ...wire.responses import Usage
+from ...wire.retry_after import parse_retry_after
+from ...wire.sse import Unfinished, json_events
+from ..error_responses import upstream_error
+from ..requests import ChatRequest, CompletionRequest, Delta, EmbeddingRequest
+from .base import Backend
+from .upstream_errors import upstream_failure
 
 
 class ProxyBackend(Backend):
     name = "proxy"
-    endpoints = frozenset({"chat", "completions", "embeddings"})
+    routes = frozenset({"chat", "completions", "embeddings"})
 
     def __init__(
         self,
@@ -37,7 +40,7 @@ class ProxyBackend(Backend):
         kind: Kind = Kind.LLM,
     ) -> None:
         if not upstream_url.startswith(("http://", "https://")):
-            raise ValueError(f"--upstream-url must be an http(s) URL, got {upstream_url!r}")
+            raise ConfigurationError(f"--upstream-url must be an http(s) URL, got {upstream_url!r}")
         self.upstream_url = upstream_url.rstrip("/")
         self.api_key_env = api_key_env
         self.upstream_model = upstream_model
@@ -87,9 +90,9 @@ class ProxyBackend(Backend):
             raise upstream_failure(504, f"no answer within {self.timeout:g}s") from None
         if reply.status >= 400:
             text = await reply.text()
-            retry = reply.headers.get("Retry-After")
+            retry_after = parse_retry_after(reply.headers.get("Retry-After"))
             reply.release()
-            raise upstream_failure(reply.status, text, float(retry) if retry and retry.isdigit() else None)
+            raise upstream_failure(reply.status, text, retry_after)
         return reply
 
     async def generate(self, request: ChatRequest | CompletionRequest) -> AsyncIterator[Delta]:
@@ -97,13 +100,13 @@ class ProxyBackend(Backend):
         payload = self._payload(request) | {"stream": True, "stream_options": {"include_usage": True}}
         reply = await self._post("/chat/completions" if chat else "/completions", payload)
         finish: str | None = None
-        usage = Usage()
+        usage = Usage.counted(0, 0)
         try:
             async for chunk in json_events(reply.content):
                 if "error" in chunk:
                     raise upstream_error(502, f"The upstream failed mid-stream: {chunk['error']}")
-                if chunk.get("usage"):
-                    usage = Usage(chunk["usage"].get("prompt_tokens", 0), chunk["usage"].get("completion_tokens", 0))
+                if counts := chunk.get("usage"):
+                    usage = Usage.counted(counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0))
                 for choice in chunk.get("choices") or []:
                     text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                     finish = choice.get("finish_reason") or finish

@@ -17,8 +17,9 @@ import math
 import random
 from collections.abc import AsyncIterator
 
-from ..errors import APIError
-from ..protocol import ChatRequest, CompletionRequest, Delta, EmbeddingRequest, Usage
+from ...errors import ConfigurationError, ErrorResponse
+from ...wire.responses import Usage
+from ..requests import ChatRequest, CompletionRequest, Delta, EmbeddingRequest
 from .base import Backend
 
 _WORDS = (  # noqa: SIM905 - a sentence reads better than thirty quoted words
@@ -39,7 +40,7 @@ def prompt_of(request: ChatRequest | CompletionRequest) -> str:
 class SimBackend(Backend):
     name = "sim"
     simulated = True
-    endpoints = frozenset({"chat", "completions", "embeddings"})
+    routes = frozenset({"chat", "completions", "embeddings"})
 
     def __init__(
         self,
@@ -51,9 +52,9 @@ class SimBackend(Backend):
         seed: int | None = None,
     ) -> None:
         if not 0.0 <= fail_rate <= 1.0:
-            raise ValueError("--fail-rate is a fraction between 0 and 1")
+            raise ConfigurationError("--fail-rate is a fraction between 0 and 1")
         if slots < 1 or ttft_ms < 0 or tpot_ms < 0 or slowdown < 0:
-            raise ValueError("--slots must be >= 1 and the latencies and slowdown >= 0")
+            raise ConfigurationError("--slots must be >= 1 and the latencies and slowdown >= 0")
         self.ttft = ttft_ms / 1000
         self.tpot = tpot_ms / 1000
         self.slowdown = slowdown
@@ -93,10 +94,10 @@ class SimBackend(Backend):
     async def generate(self, request: ChatRequest | CompletionRequest) -> AsyncIterator[Delta]:
         prompt = prompt_of(request)
         if self.fail_rate and self._random.random() < self.fail_rate:
-            raise APIError(503, "Simulated failure (--fail-rate).", type="server_error", code="simulated_failure")
+            raise ErrorResponse(503, "Simulated failure (--fail-rate).", type="server_error", code="simulated_failure")
         count = request.token_limit or DEFAULT_MAX_TOKENS
         start = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=4).digest(), "big")
-        usage = Usage(prompt_tokens=len(prompt.split()), completion_tokens=count)
+        usage = Usage.counted(len(prompt.split()), count)
         async with self._slots:
             self.active += 1
             try:

@@ -8,55 +8,23 @@ APIs; usage reports whitespace-separated words as an estimate.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import AsyncIterator
 
 import aiohttp
-from pydantic import ValidationError
 
-from ...templating import ExtractError, HttpTemplate, TemplateCallError, call_template, prompt_from_messages
-from ..errors import upstream_error
-from ..protocol import ChatRequest, CompletionRequest, Delta, Usage
+from ...template import (
+    ExtractError,
+    HttpTemplate,
+    TemplateCallError,
+    call_template,
+    prompt_from_messages,
+    word_usage,
+)
+from ...template.options import add_template_arguments, template_from_args
+from ..error_responses import upstream_error
+from ..requests import ChatRequest, CompletionRequest, Delta
 from .base import Backend
-from .upstream import upstream_failure
-
-
-def parse_headers(pairs: list[str]) -> dict[str, str]:
-    headers = {}
-    for pair in pairs:
-        name, sep, value = pair.partition(":")
-        if not sep or not name.strip():
-            raise ValueError(f"--header takes NAME:VALUE, got {pair!r}")
-        headers[name.strip()] = value.strip()
-    return headers
-
-
-def template_from_args(args: argparse.Namespace) -> HttpTemplate:
-    """Build and validate an `HttpTemplate` from the shared command-line options."""
-    try:
-        body = json.loads(args.body) if args.body is not None else None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--body is not valid JSON: {exc}") from None
-    try:
-        return HttpTemplate(
-            url=args.url_template,
-            method=args.method,
-            headers=parse_headers(args.header),
-            body=body,
-            response_extract=args.response_extract,
-            api_key_env=args.api_key_env,
-        )
-    except ValidationError as exc:
-        raise ValueError("; ".join(err["msg"].removeprefix("Value error, ") for err in exc.errors())) from None
-
-
-def add_template_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url-template", required=True, help="URL; may contain {USER_PROMPT}, {MODEL_NAME}")
-    parser.add_argument("--method", default="POST")
-    parser.add_argument("--header", action="append", default=[], metavar="K:V", help="repeatable")
-    parser.add_argument("--body", help="JSON body template with {USER_PROMPT} (and {MODEL_TEMPERATURE}, {MODEL_NAME})")
-    parser.add_argument("--response-extract", default="", metavar="PATH", help="e.g. data.items[].attributes.answer")
-    parser.add_argument("--api-key-env", metavar="VAR", help="environment variable holding a bearer key")
+from .upstream_errors import upstream_failure
 
 
 def prompt_text(request: ChatRequest | CompletionRequest) -> str:
@@ -101,4 +69,4 @@ class TemplateBackend(Backend):
             raise upstream_failure(exc.status, exc.message, exc.retry_after) from None
         except ExtractError as exc:
             raise upstream_error(502, str(exc)) from None
-        yield Delta(answer, "stop", Usage(len(prompt.split()), len(answer.split())))
+        yield Delta(answer, "stop", word_usage(prompt, answer))

@@ -15,9 +15,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ...errors import ModelLoadError
+from ...wire.responses import Usage
 from ..chat_format import DEFAULT_CHAT_TOKENS, FORMATS, check_format, plain_prompt
-from ..protocol import ChatRequest, CompletionRequest, Delta, Usage
-from .base import Backend, ModelLoadError
+from ..requests import ChatRequest, CompletionRequest, Delta
+from .base import Backend
 
 
 class VllmBackend(Backend):
@@ -106,7 +108,7 @@ class VllmBackend(Backend):
             piece = output.outputs[0]
             generated += len(piece.token_ids)
             if output.finished:
-                usage = Usage(len(output.prompt_token_ids or []), generated)
+                usage = Usage.counted(len(output.prompt_token_ids or []), generated)
                 yield Delta(piece.text, piece.finish_reason or "stop", usage)
             elif piece.text:
                 yield Delta(piece.text)

@@ -1,0 +1,75 @@
+"""`smmf offline|online|drain|restart|register|deregister`: change what runs, through the registry."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+
+from ..admin import AdminAction
+from ..errors import UnknownInstance
+from ..instance import Instance, Protocol
+from ..management import control
+from ..registry import open_registry
+from ..template.options import add_template_arguments, template_from_args
+from .options import Commands, add_registry_option
+
+
+async def _control(args: argparse.Namespace) -> int:
+    async with open_registry(args.registry) as registry:
+        await control(registry, args.id, AdminAction(args.command), timeout=args.timeout)
+    print(f"{args.id}: {args.command} done")
+    return 0
+
+
+async def _register(args: argparse.Namespace) -> int:
+    template = template_from_args(args)
+    record = Instance(
+        id=f"tpl-{secrets.token_hex(4)}",
+        model=args.model,
+        endpoint=template.url,
+        protocol=Protocol.TEMPLATE,
+        backend="external",
+        weight=args.weight,
+        template=template,
+        api_key_env=args.api_key_env,
+    )
+    async with open_registry(args.registry) as registry:
+        await registry.register(record, ttl=None)
+    print(record.id)
+    return 0
+
+
+async def _deregister(args: argparse.Namespace) -> int:
+    async with open_registry(args.registry) as registry:
+        removed = await registry.remove(args.id)
+    if not removed:
+        raise UnknownInstance(args.id)
+    print(f"{args.id}: deregistered")
+    return 0
+
+
+def add_commands(commands: Commands) -> None:
+    for action, what in (
+        ("offline", "withdraw an instance (it stays withdrawn until `smmf online`)"),
+        ("online", "put a withdrawn instance back"),
+        ("drain", "stop new requests, wait for in-flight work, then withdraw"),
+        ("restart", "drain, restart the worker, register again"),
+    ):
+        sub = commands.add_parser(action, help=what)
+        sub.add_argument("id", help="instance id (see `smmf ls`)")
+        sub.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the sidecar to act")
+        add_registry_option(sub)
+        sub.set_defaults(run=lambda args: asyncio.run(_control(args)))
+
+    register = commands.add_parser("register", help="register a third-party API through a request template")
+    register.add_argument("--model", required=True)
+    register.add_argument("--weight", type=float, default=1.0)
+    add_template_arguments(register)
+    add_registry_option(register)
+    register.set_defaults(run=lambda args: asyncio.run(_register(args)))
+
+    deregister = commands.add_parser("deregister", help="remove a registered record by id")
+    deregister.add_argument("id")
+    add_registry_option(deregister)
+    deregister.set_defaults(run=lambda args: asyncio.run(_deregister(args)))

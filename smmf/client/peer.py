@@ -1,0 +1,155 @@
+"""What one client knows locally about one instance (a peer): its record, in-flight count, latency and failures.
+
+Kept apart from discovery (`cache.py`, which only says what exists) and from
+balancing (`balancers.py`, which only picks): this is the shared state both
+read.  A peer survives record updates (load changes, draining), so local
+counters are not reset by the sidecar's writes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+
+from ..instance import Instance
+
+__all__ = ["Peer", "Ticket"]
+
+#: Consecutive failures that eject an instance.
+EJECT_AFTER = 3
+#: First ejection length; doubles with each repeated ejection, up to the cap.
+EJECT_BASE = 2.0
+EJECT_CAP = 60.0
+#: Decay time of the latency EWMAs.
+EWMA_TAU = 10.0
+#: Changes of the local in-flight count remembered, to tell which of a published load were this client's.
+HISTORY = 256
+
+
+class Ticket:
+    """One attempt's claim on a peer: in-flight there from `Peer.begin()` until `end()`.
+
+    Ending it twice is harmless, so in-flight never goes negative; see
+    `router.py` for who ends it.
+    """
+
+    __slots__ = ("_done", "peer", "started")
+
+    def __init__(self, peer: Peer) -> None:
+        self.peer = peer
+        self.started = time.monotonic()
+        self._done = False
+        peer.count(+1)
+
+    def end(self, ok: bool, latency: float | None = None) -> None:
+        """Release the claim; `ok` tells the peer's failure count and latency what happened."""
+        if self._done:
+            return
+        self._done = True
+        self.peer.count(-1)
+        if ok:
+            self.peer.succeeded(time.monotonic() - self.started if latency is None else latency)
+        else:
+            self.peer.failed()
+
+
+class Peer:
+    def __init__(self, record: Instance) -> None:
+        self.record = record
+        self.inflight = 0
+        #: How many of this client's requests the record's load figure counted.
+        self.own_in_published = 0
+        #: (when, in-flight before) of recent changes of `inflight`.
+        self._changes: deque[tuple[float, int]] = deque(maxlen=HISTORY)
+        #: Peak-sensitive latency EWMA, for `peak_ewma`: one slow answer is noticed at once.
+        self.ewma = 0.0
+        #: Plain latency EWMA, for telling a slow machine from a fast one that was briefly busy.
+        self.mean_latency = 0.0
+        self._ewma_at = time.monotonic()
+        self.consecutive_failures = 0
+        self.ejections = 0
+        self.ejected_until = 0.0
+        self.cooling_until = 0.0
+        #: Set by the cache: may this peer be ejected without leaving its model with none?
+        self.can_eject = lambda: True
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def begin(self) -> Ticket:
+        return Ticket(self)
+
+    def available(self, now: float) -> bool:
+        """Up, not ejected and not cooling down after a `Retry-After`."""
+        return self.record.eligible and now >= self.ejected_until and now >= self.cooling_until
+
+    def count(self, change: int) -> None:
+        """Change this client's in-flight count here, remembering when (see `inflight_at`)."""
+        self._changes.append((time.time(), self.inflight))
+        self.inflight += change
+
+    def inflight_at(self, when: float) -> int:
+        """This client's in-flight count here at wall-clock time `when` (now, for a time after the last change).
+
+        As far back as the history reaches; before that, the oldest count it holds.
+        """
+        value = self.inflight
+        for at, before in reversed(self._changes):
+            if at <= when:
+                break
+            value = before
+        return value
+
+    def update(self, record: Instance) -> None:
+        """A newer record of this instance: local counters carry over, and its published load is placed in time.
+
+        A load the instance publishes already counts this client's requests
+        that were in flight there when it was measured (`load.updated_at`).
+        How many that was is looked up in this peer's history and left
+        out of `load`.  The lookup trusts the clocks of the two hosts to
+        agree to well within a request's duration (NTP does); a figure
+        stamped later than this host's now counts what is in flight now.
+        """
+        if record.load != self.record.load:
+            self.own_in_published = self.inflight_at(record.load.updated_at)
+        self.record = record
+
+    @property
+    def load(self) -> float:
+        """Local in-flight plus the load others put on the instance when it last published, per unit of weight.
+
+        Counting the published figure whole would count this client's own
+        requests twice, once as they are now and once as they were up to a
+        publishing interval ago: with short requests that stale copy is
+        noise larger than the difference between two instances.
+        """
+        published = self.record.load.inflight + self.record.load.queued
+        return (self.inflight + max(0, published - self.own_in_published)) / self.record.weight
+
+    @property
+    def cost(self) -> float:
+        """Peak-EWMA cost: expected latency times the work already waiting here."""
+        return max(self.ewma, 1e-6) * (self.inflight + 1) / self.record.weight
+
+    def succeeded(self, latency: float) -> None:
+        now = time.monotonic()
+        self.consecutive_failures = 0
+        if self.ejections and now > self.ejected_until:
+            self.ejections -= 1  # each success after an ejection forgives one, so only repeated ejections grow
+        weight = math.exp(-(now - self._ewma_at) / EWMA_TAU)
+        # peak-sensitive: a slow response counts at once, recovery decays
+        self.ewma = latency if latency > self.ewma else self.ewma * weight + latency * (1 - weight)
+        self.mean_latency = self.mean_latency * weight + latency * (1 - weight) if self.mean_latency else latency
+        self._ewma_at = now
+
+    def failed(self) -> None:
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= EJECT_AFTER and self.can_eject():
+            self.ejections += 1
+            self.ejected_until = time.monotonic() + min(EJECT_CAP, EJECT_BASE * 2 ** (self.ejections - 1))
+            self.consecutive_failures = 0
+
+    def cool(self, seconds: float) -> None:
+        self.cooling_until = max(self.cooling_until, time.monotonic() + seconds)

@@ -1,0 +1,124 @@
+"""`Registry`: the registry protocol every part of smmf uses, written once over a driver's `Store`.
+
+Sidecars `register` and keep a `Lease` alive; clients and dashboards `list`
+and `watch`; management tools write admin keys that sidecars `watch_admin`.
+The public surface is deliberately small, after etcd's naming/endpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from types import TracebackType
+
+from pydantic import ValidationError
+
+from ..admin import AdminAction, AdminState
+from ..errors import UsageError
+from ..instance import Instance, parse_record
+from .events import Delete, Put, Snapshot, WatchEvent
+from .keys import ADMIN, admin_key, key_id, model_prefix
+from .lease import Lease
+from .store import Store
+from .watch import watch_prefix
+
+__all__ = ["Listing", "Registry"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """A consistent snapshot of records and the revision it was taken at."""
+
+    records: list[Instance]
+    revision: int
+
+
+def _decode_admin(key: str, raw: bytes) -> AdminState | None:
+    try:
+        return AdminState.model_validate_json(raw)
+    except (ValidationError, ValueError) as exc:
+        log.warning("skipping invalid admin key %r: %s", key, exc.__class__.__name__)
+        return None
+
+
+class Registry:
+    """The registry protocol of the design, over any driver's `Store`."""
+
+    def __init__(self, store: Store, url: str) -> None:
+        self.store = store
+        self.url = url
+
+    async def __aenter__(self) -> Registry:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    # -- instances ---------------------------------------------------------
+
+    async def register(self, record: Instance, ttl: float | None) -> Lease:
+        """Publish `record`; it lives while the returned lease is kept alive.
+
+        `ttl=None` stores a persistent record (a third-party API no sidecar
+        keeps alive) that lives until `remove()`.
+        """
+        if ttl is not None and ttl <= 0:
+            raise UsageError("ttl must be positive seconds, or None for a persistent record")
+        lease = Lease(self.store, record, ttl)
+        await lease.acquire()
+        return lease
+
+    async def list(self, model: str | None = None) -> Listing:
+        raw, revision = await self.store.list(model_prefix(model))
+        records = [rec for key, value in raw.items() if (rec := parse_record(key, value)) is not None]
+        return Listing(records, revision)
+
+    def watch(self, model: str | None = None) -> AsyncGenerator[WatchEvent[Instance], None]:
+        """A snapshot of the instances (of one model, or all), then their puts and deletes."""
+        return watch_prefix(self.store, model_prefix(model), parse_record)
+
+    async def remove(self, instance_id: str) -> bool:
+        """Delete a record by id whatever its lease; False when no such record exists."""
+        raw, _ = await self.store.list(model_prefix(None))
+        found = [key for key in raw if key_id(key) == instance_id]
+        for key in found:
+            await self.store.delete(key)
+        return bool(found)
+
+    # -- admin keys (desired state) ----------------------------------------
+
+    async def put_admin(self, instance_id: str, action: AdminAction | str, requested_by: str | None = None) -> None:
+        state = AdminState(action=AdminAction(action), requested_by=requested_by)
+        await self.store.put(admin_key(instance_id), state.model_dump_json().encode())
+
+    async def ack_admin(self, instance_id: str, state: AdminState) -> None:
+        """Record that the sidecar has carried out `state` (written back with `acked_at`)."""
+        acked = state.model_copy(update={"acked_at": time.time()})
+        await self.store.put(admin_key(instance_id), acked.model_dump_json().encode())
+
+    async def get_admin(self, instance_id: str) -> AdminState | None:
+        key = admin_key(instance_id)
+        raw = await self.store.get(key)
+        return None if raw is None else _decode_admin(key, raw)
+
+    async def delete_admin(self, instance_id: str) -> bool:
+        return await self.store.delete(admin_key(instance_id))
+
+    async def watch_admin(self, instance_id: str | None = None) -> AsyncGenerator[WatchEvent[AdminState], None]:
+        """A snapshot of admin keys (one instance's, or all), then their changes."""
+        async for event in watch_prefix(self.store, ADMIN, _decode_admin):
+            if instance_id is None:
+                yield event
+            elif isinstance(event, Snapshot):
+                yield Snapshot({k: v for k, v in event.items.items() if k == instance_id}, event.revision)
+            elif isinstance(event, Put | Delete) and event.id == instance_id:
+                yield event

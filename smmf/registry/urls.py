@@ -1,0 +1,86 @@
+"""Registry URLs: which driver a URL names, and the default when none is given."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from ..errors import UnsupportedRegistry
+from .registry import Registry
+from .store import Store
+
+__all__ = ["DRIVERS", "ENV_VAR", "default_url", "open_registry"]
+
+#: Environment variable that names the registry when no URL is passed.
+ENV_VAR = "SMMF_REGISTRY"
+
+
+def default_url() -> str:
+    """`$SMMF_REGISTRY`, else the embedded file registry in `~/.smmf/registry.db`."""
+    return os.environ.get(ENV_VAR) or "file://" + str(Path("~/.smmf/registry.db").expanduser())
+
+
+def _query_float(url: str, query: dict[str, list[str]], name: str, default: float) -> float:
+    try:
+        return float(query[name][-1]) if name in query else default
+    except ValueError:
+        raise UnsupportedRegistry(f"{url}: query parameter {name}= must be a number") from None
+
+
+def _memory(url: str) -> Store:
+    from .drivers.memory import MemoryStore
+
+    return MemoryStore(urlsplit(url).netloc or "default")
+
+
+def _file(url: str) -> Store:
+    from .drivers.file import DEFAULT_HISTORY, DEFAULT_POLL, FileStore
+
+    rest = url[len("file://") :]
+    path, _, qs = rest.partition("?")
+    if not path:
+        raise UnsupportedRegistry(f"{url}: a file registry needs a path, e.g. file:///var/lib/smmf/registry.db")
+    query = parse_qs(qs)
+    poll = _query_float(url, query, "poll", DEFAULT_POLL)
+    history = int(_query_float(url, query, "history", DEFAULT_HISTORY))
+    return FileStore(path, poll=poll, history=history)
+
+
+def _etcd(url: str) -> Store:
+    from .drivers.etcd import EtcdStore
+
+    parts = urlsplit(url)
+    endpoints = []
+    for hostport in filter(None, parts.netloc.split(",")):
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise UnsupportedRegistry(f"{url}: etcd endpoints are host:port, comma-separated; got {hostport!r}")
+        endpoints.append((host.strip("[]"), int(port)))
+    if not endpoints:
+        raise UnsupportedRegistry(f"{url}: no etcd endpoint given, e.g. etcd://127.0.0.1:2379/smmf")
+    timeout = _query_float(url, parse_qs(parts.query), "timeout", 3.0)
+    return EtcdStore(endpoints, parts.path.rstrip("/") or "/smmf", timeout=timeout)
+
+
+DRIVERS: dict[str, Callable[[str], Store]] = {
+    "memory": _memory,
+    "file": _file,
+    "etcd": _etcd,
+}
+
+
+def open_registry(url: str | None = None) -> Registry:
+    """The registry a URL names; `None` means `$SMMF_REGISTRY` or the embedded default.
+
+    Opening does not connect: the first call does, so a registry that is down
+    at start-up is reported by the call that needs it, with its address.
+    """
+    url = url or default_url()
+    scheme = urlsplit(url).scheme
+    driver = DRIVERS.get(scheme)
+    if driver is None:
+        supported = ", ".join(f"{name}://" for name in DRIVERS)
+        raise UnsupportedRegistry(f"unsupported registry URL {url!r}: supported schemes are {supported}")
+    return Registry(driver(url), url)

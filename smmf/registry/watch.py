@@ -1,0 +1,99 @@
+"""One list-then-watch loop that every driver's watch goes through.
+
+The loop lists a prefix at revision R, streams changes after R and, when the
+stream breaks for any reason (connection lost, history compacted, backend
+restarted), lists again and emits only the difference from what the consumer
+already has.  The consumer therefore sees one snapshot and then an unbroken
+sequence of puts and deletes, never an error and never a second snapshot:
+resync is not its problem.  The cache is never emptied because the registry
+went away; only a successful list can delete anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from typing import TypeVar
+
+from ..backoff import Backoff
+from ..errors import Compacted, RegistryUnavailable
+from .events import Delete, Put, Snapshot, WatchEvent
+from .keys import key_id
+from .store import Store
+
+__all__ = ["Decoder", "difference", "watch_prefix"]
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+#: Turns a stored value into a typed item, or None (already logged) when it is invalid.
+Decoder = Callable[[str, bytes], T | None]
+
+
+def _decode_all(raw: dict[str, bytes], decode: Decoder[T]) -> dict[str, T]:
+    return {key: item for key, value in raw.items() if (item := decode(key, value)) is not None}
+
+
+def difference(known: dict[str, T], current: dict[str, T], revision: int) -> list[WatchEvent[T]]:
+    """The events that take a consumer holding `known` to `current` (both keyed by full key)."""
+    events: list[WatchEvent[T]] = [Delete(key_id(key), revision) for key in known.keys() - current.keys()]
+    events += [Put(key_id(key), item, revision) for key, item in current.items() if known.get(key) != item]
+    return events
+
+
+async def watch_prefix(
+    store: Store,
+    prefix: str,
+    decode: Decoder[T],
+    *,
+    backoff: Backoff | None = None,
+) -> AsyncGenerator[WatchEvent[T], None]:
+    """Snapshot, then changes, of every key under `prefix`, forever."""
+    backoff = backoff or Backoff(base=0.1, cap=2.0)
+    known: dict[str, T] | None = None
+    unreachable = False
+    while True:
+        try:
+            raw, revision = await store.list(prefix)
+        except RegistryUnavailable as exc:
+            if not unreachable:
+                log.warning(
+                    "watch %s %s*: %s; serving last-known state and retrying", store.address, prefix, exc.reason
+                )
+                unreachable = True
+            await backoff.sleep()
+            continue
+        if unreachable:
+            log.info("watch %s %s*: registry reachable again, resynced at revision %d", store.address, prefix, revision)
+            unreachable = False
+        backoff.reset()
+        current = _decode_all(raw, decode)
+        if known is None:
+            yield Snapshot({key_id(key): item for key, item in current.items()}, revision)
+        else:
+            for event in difference(known, current, revision):
+                yield event
+        known = current
+
+        try:
+            async with aclosing(store.stream(prefix, revision)) as changes:
+                async for change in changes:
+                    item = None if change.value is None else decode(change.key, change.value)
+                    if item is None:
+                        if known.pop(change.key, None) is not None:
+                            yield Delete(key_id(change.key), change.revision)
+                    else:
+                        known[change.key] = item
+                        yield Put(key_id(change.key), item, change.revision)
+            log.info("watch %s %s*: stream ended; listing again", store.address, prefix)
+        except Compacted as exc:
+            log.info("watch %s %s*: %s; listing again", store.address, prefix, exc)
+        except RegistryUnavailable as exc:
+            log.warning("watch %s %s*: stream lost (%s); listing again", store.address, prefix, exc.reason)
+            unreachable = True
+            await backoff.sleep()
+        except Exception:
+            log.exception("watch %s %s*: unexpected stream error; listing again", store.address, prefix)
+            await backoff.sleep()

@@ -1,0 +1,150 @@
+"""smmf processes for the tests: started as real OS processes, read for their URL, stopped by PID.
+
+Every process the suite starts, and every process those start, carries the
+run's marker in its environment (`RUN_MARKER`), so the session's end can
+find any that a failed or timed-out test left behind (`leftovers`) and stop
+them (`reap`).  Each is also started so that Linux stops it if the test
+process itself is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from smmf.sidecar.child import dying_with_parent
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The environment variable that marks every process of one test run.
+RUN_MARKER = "SMMF_TEST_RUN"
+
+
+def mark_run() -> str:
+    """Mark this process's environment, so every process started from now on inherits the run's marker."""
+    return os.environ.setdefault(RUN_MARKER, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def leftovers() -> dict[int, str]:
+    """Live processes (not zombies) carrying this run's marker, other than this one: pid → command line."""
+    marker = f"{RUN_MARKER}={os.environ.get(RUN_MARKER, '')}".encode()
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                continue
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue  # it exited while we looked
+    return found
+
+
+def reap(pids: list[int], grace: float = 10.0) -> None:
+    """SIGTERM each, then SIGKILL whatever is still alive after `grace` seconds."""
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(pid in leftovers() for pid in pids):
+        time.sleep(0.1)
+    for pid in pids:
+        _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+class SmmfProcess:
+    """`python -m smmf.cli ARGS...`; stdout's first line is read as the URL when `url_line` is set."""
+
+    def __init__(
+        self,
+        args: list[str],
+        log_dir: Path,
+        *,
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+        cpus: str | None = None,
+    ):
+        self.args = args
+        #: Pinned to these CPUs (taskset's list syntax) when given and taskset exists: benchmarks keep the
+        #: server and the load generator on different cores.
+        self.prefix = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
+        self.log_path = log_dir / f"smmf-{args[0]}-{time.monotonic_ns()}.log"
+        self.python = python
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, url_timeout: float = 60.0, expect_url: bool = True) -> SmmfProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                dying_with_parent([*self.prefix, self.python, "-m", "smmf.cli", *self.args]),
+                stdout=subprocess.PIPE if expect_url else log, stderr=log, env=self.env, cwd=ROOT,
+            )  # fmt: skip
+        if not expect_url:
+            return self
+        line: list[bytes] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(url_timeout)
+        if not line or not line[0].startswith(b"http"):
+            self.stop()
+            raise RuntimeError(f"{self.args[:2]} printed no URL: {self.log()[-3000:]}")
+        self.url = line[0].decode().strip()
+        return self
+
+    def wait_healthy(self, timeout: float = 60.0) -> SmmfProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}: {self.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"not healthy after {timeout}s: {self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+    def children(self) -> list[int]:
+        """PIDs of this process's direct children (from /proc)."""
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [int(pid) for pid in path.read_text().split()] if path.exists() else []
