@@ -8,6 +8,7 @@
     │   ├── RegistryUnavailable  it could not be reached (the message names the address)
     │   ├── Compacted            the history a watch asked for is gone (watches handle it themselves)
     │   ├── LeaseNotFound        a write named a lease that expired or was revoked
+    │   ├── AlreadyRegistered    another holder's record has this id
     │   ├── UnknownInstance      no record or admin key has that id
     │   └── NotConfirmed         a sidecar did not confirm an admin action in time
     ├── APIError                 a client call failed (`instance_id` names the instance, when one did)
@@ -30,6 +31,7 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "APIStatusError",
+    "AlreadyRegistered",
     "Compacted",
     "ConfigurationError",
     "ErrorResponse",
@@ -93,6 +95,14 @@ class Compacted(RegistryError):
 
 class LeaseNotFound(RegistryError):
     """The lease named in a write no longer exists (expired or revoked)."""
+
+
+class AlreadyRegistered(RegistryError):
+    """A record is already stored under this key: a write that must not replace another holder's was refused."""
+
+    def __init__(self, key: str, detail: str = "") -> None:
+        super().__init__(f"{key} is already registered{detail}")
+        self.key = key
 
 
 class UnknownInstance(RegistryError, LookupError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from enum import StrEnum
@@ -28,7 +27,7 @@ __all__ = [
     "Load",
     "Protocol",
     "State",
-    "new_instance_id",
+    "instance_id",
     "parse_record",
 ]
 
@@ -51,13 +50,25 @@ class Protocol(StrEnum):
 
 
 class State(StrEnum):
+    """What an instance is doing; only `up` instances get new requests.
+
+    `draining` finishes the work it has and then goes `offline`; `offline` is
+    an operator's decision and lasts until `online`, across restarts;
+    `unhealthy` is the sidecar's probes failing, and ends when they pass.
+    """
+
     UP = "up"
     DRAINING = "draining"
     OFFLINE = "offline"
+    UNHEALTHY = "unhealthy"
 
 
 class Load(BaseModel):
-    """Load as last published by the sidecar; `updated_at` lets readers judge staleness."""
+    """Load as the sidecar last read it from the server, at `updated_at`.
+
+    `reported` is False when nothing publishes load for this instance (a
+    server without metrics, a third-party API): its zeros mean "unknown".
+    """
 
     model_config = ConfigDict(extra="ignore")
 
@@ -65,6 +76,7 @@ class Load(BaseModel):
     queued: int = Field(0, ge=0)
     kv_cache_usage: float | None = Field(None, ge=0.0, le=1.0)
     updated_at: float = Field(default_factory=time.time)
+    reported: bool = True
 
 
 def _non_blank(value: str, what: str) -> str:
@@ -97,6 +109,8 @@ class Instance(BaseModel):
     #: For `protocol: template`: how to call the third-party API (the endpoint is its URL template).
     template: HttpTemplate | None = None
     started_at: float = Field(default_factory=time.time)
+    #: When the holder of the record's lease last confirmed it alive (None for a persistent record).
+    alive_at: float | None = None
 
     @field_validator("id")
     @classmethod
@@ -131,9 +145,14 @@ class Instance(BaseModel):
         return self.state is State.UP
 
 
-def new_instance_id(host: str, port: int | str) -> str:
-    """Unique per process start, readable by an operator: `host:port-suffix`."""
-    return f"{host}:{port}-{secrets.token_hex(3)}"
+def instance_id(model: str, host: str, port: int | str) -> str:
+    """The id an instance keeps across restarts: `host:port-` and a short hash of the model it serves.
+
+    The same server at the same address is the same instance, so what an
+    operator asked of it (offline, say) still applies after a reboot; the
+    model's hash keeps two models behind one address apart.
+    """
+    return f"{host}:{port}-{hashlib.blake2b(model.encode(), digest_size=3).hexdigest()}"
 
 
 # Keys whose current bad value was already reported, so a watcher that re-lists

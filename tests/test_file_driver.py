@@ -90,8 +90,8 @@ async def test_change_log_is_compacted_and_a_lagging_watcher_resyncs(tmp_path: P
 
 
 async def test_an_unusable_path_is_reported_with_its_address(tmp_path: Path) -> None:
-    blocker = tmp_path / "not-a-dir"
-    blocker.write_text("a file where a directory should be")
-    async with open_registry(f"file://{blocker}/registry.db") as registry:
-        with pytest.raises(RegistryUnavailable, match="not-a-dir"):
+    blocker = tmp_path / "a-directory"
+    blocker.mkdir()  # where the database file should be
+    async with open_registry(f"file://{blocker}") as registry:
+        with pytest.raises(RegistryUnavailable, match="a-directory"):
             await registry.list()

@@ -8,7 +8,7 @@ import logging
 import pytest
 from pydantic import ValidationError
 
-from smmf.instance import SCHEMA_VERSION, Instance, Kind, State, new_instance_id, parse_record
+from smmf.instance import SCHEMA_VERSION, Instance, Kind, State, instance_id, parse_record
 
 
 def test_round_trip_uses_the_schema_field() -> None:
@@ -53,6 +53,7 @@ def test_parse_record_skips_and_warns_once(caplog: pytest.LogCaptureFixture) -> 
     assert len(messages) == 2, "one warning per key and bad value, not per read"
 
 
-def test_new_instance_id_is_unique_and_readable() -> None:
-    a, b = new_instance_id("10.0.0.5", 8000), new_instance_id("10.0.0.5", 8000)
-    assert a != b and a.startswith("10.0.0.5:8000-")
+def test_an_instance_id_is_stable_readable_and_distinct_per_model() -> None:
+    a, b = instance_id("gemma", "10.0.0.5", 8000), instance_id("gemma", "10.0.0.5", 8000)
+    assert a == b and a.startswith("10.0.0.5:8000-"), "the same server at the same address keeps its id"
+    assert instance_id("Qwen/Qwen2.5-7B", "10.0.0.5", 8000) != a and "/" not in instance_id("a/b", "h", 1)

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from smmf.errors import AlreadyRegistered
 from smmf.instance import Load, State
 from smmf.registry import AdminAction, Delete, Put, Registry, Snapshot, open_registry
 from smmf.registry.keys import instance_key
@@ -34,8 +35,11 @@ async def test_register_list_and_watch(registry: Registry) -> None:
     await registry.register(b, TTL * 5)
 
     put_a, put_b = await next_event(watch), await next_event(watch)
-    assert isinstance(put_a, Put) and put_a.id == a.id and put_a.value == a
-    assert isinstance(put_b, Put) and put_b.value == b and put_b.revision > put_a.revision
+    assert isinstance(put_a, Put) and put_a.id == a.id and put_a.value.alive_at is not None, "the lease stamps liveness"
+    assert put_a.value == a.model_copy(update={"alive_at": put_a.value.alive_at})
+    assert isinstance(put_b, Put) and put_b.revision > put_a.revision
+    b = b.model_copy(update={"alive_at": put_b.value.alive_at})
+    assert put_b.value == b
 
     listing = await registry.list()
     assert {r.id for r in listing.records} == {a.id, b.id}
@@ -206,3 +210,49 @@ async def test_malformed_records_are_skipped(registry: Registry, caplog: pytest.
 async def test_ttl_must_be_positive(registry: Registry) -> None:
     with pytest.raises(ValueError, match="ttl"):
         await registry.register(record(), ttl=0)
+
+
+async def test_an_exclusive_registration_never_replaces_another_holders_record(registry: Registry) -> None:
+    rec = record()
+    first = await registry.register(rec, TTL * 5, exclusive=True)
+    impostor = rec.model_copy(update={"endpoint": "http://10.9.9.9:1/v1"})
+    with pytest.raises(AlreadyRegistered):
+        await registry.register(impostor, TTL * 5, exclusive=True)
+    held = await registry.get(rec.model, rec.id)
+    assert held is not None and held.endpoint == rec.endpoint, "the holder's record is untouched"
+    await first.revoke()
+    again = await registry.register(impostor, TTL * 5, exclusive=True)  # free once its holder let go
+    assert (await registry.get(rec.model, rec.id)).endpoint == impostor.endpoint  # type: ignore[union-attr]
+    await again.revoke()
+
+
+async def test_a_leased_record_says_when_it_was_last_confirmed_alive(registry: Registry) -> None:
+    leased = await registry.register(record(), TTL, heartbeat=TTL / 2)
+    keepalive = asyncio.create_task(leased.keepalive())
+    try:
+        first = await registry.get(leased.record.model, leased.record.id)
+        assert first is not None and first.alive_at is not None and time.time() - first.alive_at < TTL
+
+        async def renewed() -> bool:
+            now = await registry.get(leased.record.model, leased.record.id)
+            return now is not None and (now.alive_at or 0) > (first.alive_at or 0)
+
+        await eventually(renewed, 3 * TTL)
+    finally:
+        keepalive.cancel()
+        await leased.revoke()
+    persistent = await registry.register(record(), ttl=None)
+    stored = await registry.get(persistent.record.model, persistent.record.id)
+    assert stored is not None and stored.alive_at is None, "nothing keeps a persistent record alive"
+    await persistent.revoke()
+
+
+async def test_remove_takes_the_admin_key_with_the_record(registry: Registry) -> None:
+    rec = record()
+    await registry.register(rec, ttl=None)
+    await registry.put_admin(rec.id, AdminAction.OFFLINE)
+    assert await registry.remove(rec.id)
+    assert await registry.get(rec.model, rec.id) is None and await registry.get_admin(rec.id) is None
+    await registry.put_admin("only-an-admin-key", AdminAction.OFFLINE)
+    assert await registry.remove("only-an-admin-key"), "an admin key alone is something to remove"
+    assert not await registry.remove("only-an-admin-key")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from ..backoff import Backoff
-from ..errors import LeaseNotFound, RegistryUnavailable, UsageError
+from ..errors import AlreadyRegistered, LeaseNotFound, RegistryUnavailable, UsageError
 from ..instance import Instance
+from ..outage import Outage
 from .keys import instance_key
 from .store import Store
 
@@ -25,19 +27,38 @@ class Lease:
     data), registers the record again under a new lease.  It never gives up
     because the registry is away: it retries with a short, capped backoff so
     the record is back soon after the registry answers again.
+
+    Every write stamps the record's `alive_at`, and `keepalive()` rewrites
+    the record when none was written for `heartbeat` seconds, so readers can
+    tell a live, idle instance from a stuck one.  An `exclusive` lease never
+    replaces a record it does not hold: registering, or registering again,
+    over someone else's raises `AlreadyRegistered`.
     """
 
-    def __init__(self, store: Store, record: Instance, ttl: float | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        record: Instance,
+        ttl: float | None,
+        *,
+        exclusive: bool = False,
+        heartbeat: float | None = None,
+    ) -> None:
         self._store = store
         self._record = record
         self.ttl = ttl
+        self.exclusive = exclusive
+        self.heartbeat = heartbeat if heartbeat is not None else ttl
         self._lease_id: int | None = None
         self._revoked = asyncio.Event()
+        self._writing = asyncio.Lock()
+        self._written_at = 0.0
         #: How many times the lease was found lost and the record registered again.
         self.reacquired = 0
 
     @property
     def record(self) -> Instance:
+        """The record as last written (with its `alive_at`)."""
         return self._record
 
     @property
@@ -53,20 +74,42 @@ class Lease:
     def revoked(self) -> bool:
         return self._revoked.is_set()
 
+    def _stamped(self) -> bytes:
+        """The record to write now: a leased record says it was alive now."""
+        now = time.time()
+        if self.ttl is not None:
+            self._record = self._record.model_copy(update={"alive_at": now})
+        self._written_at = time.monotonic()
+        return self._record.to_json()
+
     async def acquire(self) -> None:
-        """Grant a fresh lease and write the record under it."""
-        lease_id = None if self.ttl is None else await self._store.grant(self.ttl)
-        await self._store.put(self.key, self._record.to_json(), lease_id)
-        self._lease_id = lease_id
+        """Grant a fresh lease and write the record under it (for an exclusive lease, only if none is there)."""
+        async with self._writing:
+            lease_id = None if self.ttl is None else await self._store.grant(self.ttl)
+            write = self._store.create if self.exclusive else self._store.put
+            data = self._stamped()
+            try:
+                await write(self.key, data, lease_id)
+            except AlreadyRegistered:
+                # A driver that retried a create whose answer was lost finds its own write: that is a success.
+                if await self._store.get(self.key) != data:
+                    if lease_id is not None:
+                        await self._store.revoke(lease_id)
+                    raise
+            self._lease_id = lease_id
 
     async def keepalive(self) -> None:
-        """Run until `revoke()`: refresh, and register again whenever the lease is lost."""
+        """Run until `revoke()`: refresh, and register again whenever the lease is lost.
+
+        Returns only when revoked; raises `AlreadyRegistered` when an exclusive
+        lease was lost and another holder's record took its place.
+        """
         if self.ttl is None:
             await self._revoked.wait()
             return
         interval = self.ttl / 3
         backoff = Backoff(base=0.1, cap=min(1.0, interval))
-        unreachable = False
+        outage = Outage(log, f"keepalive of {self.key} at {self._store.address}", "retrying")
         while not self.revoked:
             try:
                 alive = self._lease_id is not None and await self._store.refresh(self._lease_id)
@@ -75,21 +118,23 @@ class Lease:
                     await self.acquire()
                     self.reacquired += 1
                     log.info("registered %s again", self.key)
-                if unreachable:
-                    log.info("registry %s reachable again; lease for %s kept", self._store.address, self.key)
-                    unreachable = False
+                elif self.heartbeat is not None and time.monotonic() - self._written_at >= self.heartbeat:
+                    await self._write()
+                outage.recovered()
                 backoff.reset()
                 delay = interval
             except LeaseNotFound:
                 self._lease_id = None
                 delay = backoff.next_delay()
             except RegistryUnavailable as exc:
-                if not unreachable:
-                    log.warning("keepalive for %s: %s; retrying", self.key, exc.reason)
-                    unreachable = True
+                outage.failed(exc.reason)
                 delay = backoff.next_delay()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._revoked.wait(), delay)
+
+    async def _write(self) -> None:
+        async with self._writing:
+            await self._store.put(self.key, self._stamped(), self._lease_id)
 
     async def update(self, record: Instance) -> None:
         """Rewrite the record under the same lease (load, state, weight changes)."""
@@ -97,15 +142,20 @@ class Lease:
             raise UsageError("update() keeps the record's model and id; register a new record instead")
         self._record = record
         try:
-            await self._store.put(self.key, record.to_json(), self._lease_id)
+            await self._write()
         except LeaseNotFound:
             log.warning("lease for %s lost during update; registering again", self.key)
             await self.acquire()
             self.reacquired += 1
 
     async def revoke(self) -> None:
-        """Delete the record now and stop `keepalive()`."""
+        """Delete the record now and stop `keepalive()`.
+
+        A leased record goes with its lease.  Once a lease is lost, the key is
+        no longer this lease's to delete: it expired, or another holder has it.
+        """
         self._revoked.set()
         if self._lease_id is not None:
             await self._store.revoke(self._lease_id)
-        await self._store.delete(self.key)
+        elif self.ttl is None:
+            await self._store.delete(self.key)

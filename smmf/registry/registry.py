@@ -19,7 +19,7 @@ from ..admin import AdminAction, AdminState
 from ..errors import UsageError
 from ..instance import Instance, parse_record
 from .events import Delete, Put, Snapshot, WatchEvent
-from .keys import ADMIN, admin_key, key_id, model_prefix
+from .keys import ADMIN, admin_key, instance_key, key_id, model_prefix
 from .lease import Lease
 from .store import Store
 from .watch import watch_prefix
@@ -65,17 +65,28 @@ class Registry:
 
     # -- instances ---------------------------------------------------------
 
-    async def register(self, record: Instance, ttl: float | None) -> Lease:
+    async def register(
+        self, record: Instance, ttl: float | None, *, exclusive: bool = False, heartbeat: float | None = None
+    ) -> Lease:
         """Publish `record`; it lives while the returned lease is kept alive.
 
         `ttl=None` stores a persistent record (a third-party API no sidecar
-        keeps alive) that lives until `remove()`.
+        keeps alive) that lives until `remove()`.  An `exclusive` record is
+        written only where none is: `AlreadyRegistered` says another holder
+        has that id.  The keepalive rewrites the record every `heartbeat`
+        seconds (default: the TTL) so its `alive_at` stays fresh.
         """
         if ttl is not None and ttl <= 0:
             raise UsageError("ttl must be positive seconds, or None for a persistent record")
-        lease = Lease(self.store, record, ttl)
+        lease = Lease(self.store, record, ttl, exclusive=exclusive, heartbeat=heartbeat)
         await lease.acquire()
         return lease
+
+    async def get(self, model: str, instance_id: str) -> Instance | None:
+        """One record by model and id; None when there is none (or it does not validate)."""
+        key = instance_key(model, instance_id)
+        raw = await self.store.get(key)
+        return None if raw is None else parse_record(key, raw)
 
     async def list(self, model: str | None = None) -> Listing:
         raw, revision = await self.store.list(model_prefix(model))
@@ -87,12 +98,13 @@ class Registry:
         return watch_prefix(self.store, model_prefix(model), parse_record)
 
     async def remove(self, instance_id: str) -> bool:
-        """Delete a record by id whatever its lease; False when no such record exists."""
+        """Delete a record by id whatever its lease, and its admin key; False when there was neither."""
         raw, _ = await self.store.list(model_prefix(None))
         found = [key for key in raw if key_id(key) == instance_id]
         for key in found:
             await self.store.delete(key)
-        return bool(found)
+        had_admin = await self.delete_admin(instance_id)
+        return bool(found) or had_admin
 
     # -- admin keys (desired state) ----------------------------------------
 

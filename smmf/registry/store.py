@@ -1,8 +1,8 @@
 """The seam between smmf and a registry backend: the `Store` primitives and the raw change they report.
 
-A driver implements eight small primitives over a revisioned key space
-(grant/refresh/revoke a lease, put/get/delete a key, list a prefix, stream
-changes after a revision).  Everything else — record validation, keepalive
+A driver implements nine small primitives over a revisioned key space
+(grant/refresh/revoke a lease, put/create/get/delete a key, list a prefix,
+stream changes after a revision).  Everything else — record validation, keepalive
 loops, re-registration, resync after errors — is written once above it
 (`lease.py`, `watch.py`, `registry.py`), so every driver behaves the same
 way and one conformance suite covers them all.
@@ -57,6 +57,13 @@ class Store(ABC):
         """Write a key (attached to `lease` when given) and return the new revision.
 
         Raises `LeaseNotFound` when `lease` is gone.
+        """
+
+    @abstractmethod
+    async def create(self, key: str, value: bytes, lease: int | None = None) -> int:
+        """Write a key that must not exist yet, atomically; the new revision.
+
+        Raises `AlreadyRegistered` when the key exists, `LeaseNotFound` when `lease` is gone.
         """
 
     @abstractmethod

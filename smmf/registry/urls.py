@@ -17,9 +17,13 @@ __all__ = ["DRIVERS", "ENV_VAR", "default_url", "open_registry"]
 ENV_VAR = "SMMF_REGISTRY"
 
 
+#: smmf's own directory: the default registry's, created when needed (any other must exist).
+DEFAULT_DIR = Path("~/.smmf").expanduser()
+
+
 def default_url() -> str:
     """`$SMMF_REGISTRY`, else the embedded file registry in `~/.smmf/registry.db`."""
-    return os.environ.get(ENV_VAR) or "file://" + str(Path("~/.smmf/registry.db").expanduser())
+    return os.environ.get(ENV_VAR) or "file://" + str(DEFAULT_DIR / "registry.db")
 
 
 def _query_float(url: str, query: dict[str, list[str]], name: str, default: float) -> float:
@@ -42,6 +46,13 @@ def _file(url: str) -> Store:
     path, _, qs = rest.partition("?")
     if not path:
         raise UnsupportedRegistry(f"{url}: a file registry needs a path, e.g. file:///var/lib/smmf/registry.db")
+    directory = Path(path).expanduser().parent
+    if directory == DEFAULT_DIR:
+        directory.mkdir(parents=True, exist_ok=True)
+    elif directory.exists() and not directory.is_dir():
+        raise UnsupportedRegistry(f"{url}: {directory} is not a directory")
+    elif not directory.is_dir():
+        raise UnsupportedRegistry(f"{url}: the directory {directory} does not exist (a mistyped path?)")
     query = parse_qs(qs)
     poll = _query_float(url, query, "poll", DEFAULT_POLL)
     history = int(_query_float(url, query, "history", DEFAULT_HISTORY))

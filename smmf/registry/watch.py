@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from ..backoff import Backoff
 from ..errors import Compacted, RegistryUnavailable
+from ..outage import Outage
 from .events import Delete, Put, Snapshot, WatchEvent
 from .keys import key_id
 from .store import Store
@@ -53,21 +54,15 @@ async def watch_prefix(
     """Snapshot, then changes, of every key under `prefix`, forever."""
     backoff = backoff or Backoff(base=0.1, cap=2.0)
     known: dict[str, T] | None = None
-    unreachable = False
+    outage = Outage(log, f"watch {store.address} {prefix}*", "serving the last-known state and retrying")
     while True:
         try:
             raw, revision = await store.list(prefix)
         except RegistryUnavailable as exc:
-            if not unreachable:
-                log.warning(
-                    "watch %s %s*: %s; serving last-known state and retrying", store.address, prefix, exc.reason
-                )
-                unreachable = True
+            outage.failed(exc.reason)
             await backoff.sleep()
             continue
-        if unreachable:
-            log.info("watch %s %s*: registry reachable again, resynced at revision %d", store.address, prefix, revision)
-            unreachable = False
+        outage.recovered(f"resynced at revision {revision}")
         backoff.reset()
         current = _decode_all(raw, decode)
         if known is None:
@@ -91,8 +86,7 @@ async def watch_prefix(
         except Compacted as exc:
             log.info("watch %s %s*: %s; listing again", store.address, prefix, exc)
         except RegistryUnavailable as exc:
-            log.warning("watch %s %s*: stream lost (%s); listing again", store.address, prefix, exc.reason)
-            unreachable = True
+            outage.failed(f"stream lost ({exc.reason})")
             await backoff.sleep()
         except Exception:
             log.exception("watch %s %s*: unexpected stream error; listing again", store.address, prefix)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import suppress
-from typing import TypeVar
+from typing import Any, TypeVar
 
 try:
     import aetcd
@@ -24,7 +24,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("the etcd registry driver needs the etcd extra: pip install 'smmf[etcd]'") from exc
 
-from ...errors import Compacted, LeaseNotFound, RegistryUnavailable, UnsupportedRegistry
+from ...errors import AlreadyRegistered, Compacted, LeaseNotFound, RegistryUnavailable, UnsupportedRegistry
 from ..store import RawEvent, Store
 
 R = TypeVar("R")
@@ -132,13 +132,29 @@ class EtcdStore(Store):
                 raise
 
     async def put(self, key: str, value: bytes, lease: int | None = None) -> int:
+        reply = await self._writing(lambda c: c.put(self._key(key), value, lease=lease))
+        return int(reply.header.revision)
+
+    async def create(self, key: str, value: bytes, lease: int | None = None) -> int:
+        """One transaction: put only if the key's create revision is 0, that is, if it does not exist."""
+        path = self._key(key)
+
+        def transaction(c: aetcd.Client) -> Awaitable[tuple[bool, list[Any]]]:
+            absent = c.transactions.create(path) == 0
+            return c.transaction(compare=[absent], success=[c.transactions.put(path, value, lease=lease)], failure=[])
+
+        succeeded, responses = await self._writing(transaction)
+        if not succeeded:
+            raise AlreadyRegistered(key)
+        return int(responses[0].response_put.header.revision)
+
+    async def _writing(self, op: Callable[[aetcd.Client], Awaitable[R]]) -> R:
         try:
-            reply = await self._call(lambda c: c.put(self._key(key), value, lease=lease))
+            return await self._call(op)
         except etcd_errors.ClientError as exc:
             if "lease not found" in str(exc):
                 raise LeaseNotFound(str(exc)) from exc
             raise
-        return int(reply.header.revision)
 
     async def get(self, key: str) -> bytes | None:
         reply = await self._call(lambda c: c.get(self._key(key)))

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from ...errors import Compacted, LeaseNotFound, RegistryUnavailable
+from ...errors import AlreadyRegistered, Compacted, LeaseNotFound, RegistryUnavailable
 from ..store import RawEvent, Store
 
 R = TypeVar("R")
@@ -74,7 +74,6 @@ class FileStore(Store):
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -168,7 +167,17 @@ class FileStore(Store):
         await self._run(lambda conn: self._write(conn, body))
 
     async def put(self, key: str, value: bytes, lease: int | None = None) -> int:
+        return await self._run(lambda conn: self._write(conn, self._putter(key, value, lease, create=False)))
+
+    async def create(self, key: str, value: bytes, lease: int | None = None) -> int:
+        return await self._run(lambda conn: self._write(conn, self._putter(key, value, lease, create=True)))
+
+    def _putter(
+        self, key: str, value: bytes, lease: int | None, *, create: bool
+    ) -> Callable[[sqlite3.Connection], int]:
         def body(conn: sqlite3.Connection) -> int:
+            if create and conn.execute("SELECT 1 FROM kv WHERE key = ?", (key,)).fetchone():
+                raise AlreadyRegistered(key)
             if lease is not None and not conn.execute("SELECT 1 FROM leases WHERE id = ?", (lease,)).fetchone():
                 raise LeaseNotFound(f"lease {lease} not found")
             revision = self._log(conn, key, value)
@@ -179,7 +188,7 @@ class FileStore(Store):
             self._compact(conn, revision)
             return revision
 
-        return await self._run(lambda conn: self._write(conn, body))
+        return body
 
     async def get(self, key: str) -> bytes | None:
         def read(conn: sqlite3.Connection) -> bytes | None:

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from ...errors import Compacted, LeaseNotFound
+from ...errors import AlreadyRegistered, Compacted, LeaseNotFound
 from ..store import RawEvent, Store
 
 #: How many changes are kept for watchers that resume; older ones are compacted.
@@ -85,6 +85,11 @@ class MemoryStore(Store):
             raise LeaseNotFound(f"lease {lease} not found")
         self._space.data[key] = (value, lease)
         return self._space.record(key, value)
+
+    async def create(self, key: str, value: bytes, lease: int | None = None) -> int:
+        if key in self._space.data:
+            raise AlreadyRegistered(key)
+        return await self.put(key, value, lease)
 
     async def get(self, key: str) -> bytes | None:
         entry = self._space.data.get(key)
