@@ -2,8 +2,10 @@
 
 The `smmf` command is a thin layer over this.  An instance run by a sidecar
 is controlled through its admin key, and the wait ends when the sidecar
-writes the action back with `acked_at`.  A template record has no sidecar:
-its state is changed in the record itself.
+writes the action back with `acked_at`; the key stays, so the sidecar still
+obeys it after a restart.  A template record has no sidecar: its state is
+changed in the record itself, and an action that needs a server (restart)
+is refused.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 from contextlib import aclosing
 
 from .admin import AdminAction, AdminState
-from .errors import NotConfirmed, RegistryError, UnknownInstance
+from .errors import NotConfirmed, RegistryError, UnknownInstance, UsageError
 from .instance import Instance, Protocol, State
 from .registry import Registry
 
@@ -31,11 +33,7 @@ async def control(
     if record is None and await registry.get_admin(instance_id) is None:
         raise UnknownInstance(instance_id)
     if record is not None and record.protocol is Protocol.TEMPLATE:
-        state = State.UP if action in (AdminAction.ONLINE, AdminAction.RESTART) else State.OFFLINE
-        await registry.register(record.model_copy(update={"state": state}), ttl=None)
-        request = AdminState(action=action, requested_by=requested_by)
-        await registry.ack_admin(instance_id, request)
-        return request
+        return await _control_template(registry, record, action, requested_by)
     await registry.put_admin(instance_id, action, requested_by=requested_by)
     requested = await registry.get_admin(instance_id)
     assert requested is not None
@@ -45,6 +43,17 @@ async def control(
         raise NotConfirmed(
             f"{instance_id} did not confirm {action} within {timeout:g}s; its sidecar may be down"
         ) from None
+
+
+async def _control_template(registry: Registry, record: Instance, action: AdminAction, requested_by: str) -> AdminState:
+    """A third-party API has no server to restart and no in-flight count to wait for: a drain is offline at once."""
+    if action is AdminAction.RESTART:
+        raise UsageError(f"{record.id} is a template record for a third-party API: there is no server to restart")
+    state = State.UP if action is AdminAction.ONLINE else State.OFFLINE
+    await registry.register(record.model_copy(update={"state": state}), ttl=None)
+    request = AdminState(action=action, requested_by=requested_by)
+    await registry.ack_admin(record.id, request)
+    return request
 
 
 async def _acknowledged(registry: Registry, instance_id: str, requested: AdminState) -> AdminState:

@@ -119,11 +119,13 @@ async def test_kill_9_of_the_child(deploy: Callable[..., Deployment], tmp_path: 
     first = await d.wait_registered()
     (child,) = d.process.children()
     os.kill(child, signal.SIGKILL)
-    withdrawn_after = await d.wait_gone(2 * PROBE)
-    back = await d.wait_registered(20)
+    started = time.monotonic()
+    await eventually(lambda: _state(d, State.UNHEALTHY), 10)
+    withdrawn_after = time.monotonic() - started
+    back = await eventually(lambda: _state(d, State.UP), 20)
     (restarted,) = d.process.children()
-    assert restarted != child and back.id == first.id
-    print(f"kill -9 child: withdrawn after {withdrawn_after:.2f}s (probe {PROBE}s), back with child {restarted}")
+    assert restarted != child and back and (await d.wait_registered()).id == first.id
+    print(f"kill -9 child: unhealthy after {withdrawn_after:.2f}s (probe {PROBE}s), back with child {restarted}")
     assert "child restarted" in d.process.log()
 
 
@@ -205,25 +207,26 @@ async def test_admin_keys(deploy: Callable[..., Deployment], url: str) -> None:
         return state is not None and state.action is action and state.acked_at is not None
 
     await d.registry.put_admin(rec.id, AdminAction.OFFLINE)
-    await d.wait_gone(5)
+    await eventually(lambda: _state(d, State.OFFLINE), 5)
     await eventually(lambda: acked(AdminAction.OFFLINE), 5)
     await asyncio.sleep(3 * PROBE)
-    assert await d.record() is None, "offline stays offline while the worker is healthy"
+    assert await _state(d, State.OFFLINE), "offline stays offline while the worker is healthy"
 
     await d.registry.put_admin(rec.id, AdminAction.ONLINE)
-    assert (await d.wait_registered(5)).id == rec.id
+    await eventually(lambda: _state(d, State.UP), 5)
+    assert (await d.wait_registered()).id == rec.id
     await eventually(lambda: acked(AdminAction.ONLINE), 5)
 
     await d.registry.put_admin(rec.id, AdminAction.DRAIN)
     await eventually(lambda: acked(AdminAction.DRAIN), 10)
-    assert await d.record() is None
+    assert await _state(d, State.OFFLINE), "a drained instance is offline until online"
     await d.registry.put_admin(rec.id, AdminAction.ONLINE)
-    await d.wait_registered(5)
+    await eventually(lambda: _state(d, State.UP), 5)
 
     (child,) = d.process.children()
     await d.registry.put_admin(rec.id, AdminAction.RESTART)
     await eventually(lambda: acked(AdminAction.RESTART), 30)
-    assert (await d.record()) is not None
+    assert await _state(d, State.UP), "restart is confirmed once the worker serves again"
     (new_child,) = d.process.children()
     assert new_child != child, "restart restarts the worker"
 
@@ -251,8 +254,9 @@ async def test_published_load_follows_real_load(deploy: Callable[..., Deployment
             await asyncio.sleep(pause.uniform(0, 0.6))
 
     await asyncio.gather(*(load(seed) for seed in range(4)))
-    writes_under_load = len(puts)
-    seen = sorted({p.load.inflight for p in puts})
+    load_writes = [p for p in puts if p.load.updated_at != rec.load.updated_at]
+    writes_under_load = len({p.load.updated_at for p in load_writes})  # heartbeats rewrite the same figure
+    seen = sorted({p.load.inflight for p in load_writes})
     await eventually(lambda: _idle(d), 5)
     watcher.cancel()
     print(f"load publishing: {writes_under_load} registry writes in 10s of changing load, inflight values {seen}")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from ..backoff import Backoff
+from .procfs import descendants, listeners
 
 __all__ = ["Child", "dying_with_parent"]
 
@@ -54,7 +55,12 @@ def dying_with_parent(command: list[str]) -> list[str]:
 
 
 class Child:
-    def __init__(self, command: list[str], on_exit: Callable[[int], Awaitable[None]]) -> None:
+    """The server a sidecar starts: restarted with backoff when it exits, until `stop()`.
+
+    `on_exit(code, uptime)` is told of every exit that was not asked for.
+    """
+
+    def __init__(self, command: list[str], on_exit: Callable[[int, float], Awaitable[None]]) -> None:
         self.command = command
         self._on_exit = on_exit
         self._proc: asyncio.subprocess.Process | None = None
@@ -89,8 +95,11 @@ class Child:
             if time.monotonic() - started > STABLE_AFTER:
                 self._backoff.reset()
             delay = self._backoff.next_delay()
-            log.warning("child pid %d exited with %d; restarting in %.1fs", self._proc.pid, code, delay)
-            await self._on_exit(code)
+            uptime = time.monotonic() - started
+            log.warning(
+                "child pid %d exited with %d after %.1fs; restarting in %.1fs", self._proc.pid, code, uptime, delay
+            )
+            await self._on_exit(code, uptime)
             await asyncio.sleep(delay)
             if self._stopping:
                 return
@@ -127,6 +136,18 @@ class Child:
             log.warning("child pid %d ignored SIGTERM for %.0fs; killing it", proc.pid, timeout)
             proc.kill()
             await proc.wait()
+
+    def serves(self, port: int) -> bool | None:
+        """Whether the process listening on `port` here is this child or one of its descendants.
+
+        None when that cannot be told: nothing local listens on the port (the
+        server is elsewhere), or /proc does not say (not Linux, or another
+        user's process that this one may not inspect).
+        """
+        pids = listeners(port)
+        if not pids or self._proc is None:
+            return None
+        return bool(pids & ({self._proc.pid} | descendants(self._proc.pid)))
 
     def kill_now(self) -> None:
         if self._proc is not None and self._proc.returncode is None:

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ..instance import Kind
 
-__all__ = ["BACKEND", "LoadSample", "Probe", "UpstreamType", "parse_load"]
+__all__ = ["BACKEND", "HealthCheck", "LoadSample", "Probe", "UpstreamType", "parse_load"]
 
 
 class UpstreamType(StrEnum):
@@ -25,6 +25,14 @@ class UpstreamType(StrEnum):
     VLLM = "vllm"
     LLAMA_SERVER = "llama-server"
     OPENAI = "openai"
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """One probe's verdict, and in a few words why (logged when it changes)."""
+
+    ok: bool
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -111,12 +119,22 @@ class Probe:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         return self._session
 
-    async def healthy(self) -> bool:
+    async def health(self) -> HealthCheck:
+        url = self.url + HEALTH_PATH[self.kind]
         try:
-            async with self._client().get(self.url + HEALTH_PATH[self.kind]) as reply:
-                return reply.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+            async with self._client().get(url) as reply:
+                return HealthCheck(reply.status == 200, f"{url} answers {reply.status}")
+        except TimeoutError:
+            return HealthCheck(False, f"{url} timed out")
+        except aiohttp.ClientConnectorError as exc:
+            return HealthCheck(False, f"{url}: {exc.os_error.strerror or exc.os_error}")
+        except aiohttp.ClientError as exc:
+            return HealthCheck(False, f"{url}: {exc.__class__.__name__}")
+
+    @property
+    def publishes_load(self) -> bool:
+        """Whether this kind of server has metrics to read load from."""
+        return self.kind in METRICS
 
     async def load(self) -> LoadSample | None:
         if self.kind not in METRICS:
