@@ -5,6 +5,11 @@ runs locally is exactly what runs on a real host.  Their output goes to log
 files beside the registry (the terminal shows progress and one table).
 Ctrl-C (or SIGTERM) drains and stops every sidecar, which deregisters its
 instance and stops its worker.
+
+Everything that can be checked is checked before any process starts
+(`Launcher.check`): the file, the registry URL, each worker's options, the
+ports.  A worker that still fails to start makes its sidecar give up after
+`FAILED_STARTS` tries, and `up` with it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -25,7 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigurationError
 from .instance import Instance
 from .registry import default_url, open_registry
-from .worker.backends import BACKENDS
+from .worker.backends import BACKENDS, backend_class
+from .worker.options import StrictParser, add_worker_arguments, backend_from_args
+
+#: Starts of a worker that exits before becoming healthy after which its sidecar, and `smmf up`, give up.
+FAILED_STARTS = 3
 
 __all__ = ["InstanceSpec", "Launcher", "LocalConfig", "SidecarOptions", "load_config", "port_free"]
 
@@ -115,7 +125,14 @@ def load_config(path: Path) -> LocalConfig:
 
 
 def port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """Whether a server could listen on `host:port` now, binding the way the worker's server does.
+
+    aiohttp sets SO_REUSEADDR, so connections of a server that just stopped
+    (in TIME_WAIT) do not keep the port; a check without it would.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -137,17 +154,35 @@ class Launcher:
             "--upstream", f"http://{spec.host}:{spec.port}", "--weight", str(spec.weight),
             "--ttl", str(spec.sidecar.ttl), "--probe-interval", str(spec.sidecar.probe_interval),
             "--load-interval", str(spec.sidecar.load_interval), "--drain-timeout", str(spec.sidecar.drain_timeout),
+            "--max-failed-starts", str(FAILED_STARTS),
         ]  # fmt: skip
         for key, value in spec.labels.items():
             sidecar += ["--label", f"{key}={value}"]
-        worker = [*me, "worker", spec.backend, "--model", spec.model, "--host", spec.host, "--port", str(spec.port)]
-        return [*sidecar, "--label", f"name={spec.name}", "--", *worker, *spec.args]
+        return [*sidecar, "--label", f"name={spec.name}", "--", *me, "worker", spec.backend, *self._worker_args(spec)]
 
-    def check_ports(self) -> None:
+    def check(self) -> None:
+        """Every configuration error that can be found before a process starts: `ConfigurationError` names it."""
+        if urlsplit(self.registry_url).scheme == "memory":
+            raise ConfigurationError(
+                f"registry {self.registry_url}: a memory registry lives in one process, and `smmf up` runs a "
+                "process per sidecar; use a file:// or etcd:// registry"
+            )
+        open_registry(self.registry_url)  # parses the URL, and checks a file registry's directory exists
+        for spec in self.config.instances:
+            parser = StrictParser(prog=f"instance {spec.name!r}")
+            add_worker_arguments(parser, backend_class(spec.backend))
+            try:
+                backend_from_args(parser.parse_args(self._worker_args(spec)))
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"instance {spec.name!r} ({spec.backend}): {exc}") from None
         busy = [s for s in self.config.instances if not port_free(s.host, s.port)]
         if busy:
             names = "; ".join(f"port {s.port} of instance {s.name!r} is already in use" for s in busy)
             raise ConfigurationError(names)
+
+    @staticmethod
+    def _worker_args(spec: InstanceSpec) -> list[str]:
+        return ["--model", spec.model, "--host", spec.host, "--port", str(spec.port), *spec.args]
 
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,11 @@ def test_bad_registry_urls_exit_cleanly(tmp_path: Path) -> None:
 
     blocker = tmp_path / "file"
     blocker.write_text("")
-    unreachable = smmf("ls", "--registry", f"file://{blocker}/r.db")
-    assert unreachable.returncode == 1 and "unavailable" in unreachable.stderr
+    mistyped = smmf("ls", "--registry", f"file://{blocker}/r.db")
+    assert mistyped.returncode == 2 and "is not a directory" in mistyped.stderr, mistyped.stderr
+    assert "Traceback" not in mistyped.stderr
+
+    (tmp_path / "r.db").mkdir()  # the directory exists; the database cannot be opened
+    unreachable = smmf("ls", "--registry", f"file://{tmp_path}/r.db")
+    assert unreachable.returncode == 1 and "unavailable" in unreachable.stderr, unreachable.stderr
     assert "Traceback" not in unreachable.stderr

@@ -44,24 +44,28 @@ def test_ls_models_and_instance_control(fleet: Fleet, url: str) -> None:
     models = smmf("models", "--registry", url)
     assert models.returncode == 0
     (row,) = [line.split() for line in models.stdout.splitlines() if line.startswith(fleet.model)]
-    assert row[1:] == ["2", "2", "0", "0"]
+    assert row[1:] == ["2", "2", "0", "0", "0"]
 
     target = listed[0]["id"]
     offline = smmf("offline", target, "--registry", url)
     assert offline.returncode == 0 and "offline done" in offline.stdout, offline.stderr
-    assert target not in [r["id"] for r in records(url, fleet.model)]
+    assert states(url, fleet.model)[target] == "offline"
 
     online = smmf("online", target, "--registry", url)
     assert online.returncode == 0, online.stderr
-    assert target in [r["id"] for r in records(url, fleet.model)]
+    assert states(url, fleet.model)[target] == "up"
 
     drain = smmf("drain", target, "--registry", url)
-    assert drain.returncode == 0 and target not in [r["id"] for r in records(url, fleet.model)]
+    assert drain.returncode == 0 and states(url, fleet.model)[target] == "offline"
     assert smmf("online", target, "--registry", url).returncode == 0
 
     restart = smmf("restart", target, "--registry", url)
     assert restart.returncode == 0, restart.stderr
-    assert target in [r["id"] for r in records(url, fleet.model)]
+    assert states(url, fleet.model)[target] == "up"
+
+
+def states(url: str, model: str) -> dict[str, str]:
+    return {r["id"]: r["state"] for r in records(url, model)}
 
 
 def test_unknown_ids_exit_2(url: str) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from smmf.sidecar.procfs import descendants
 from tests.support.etcd import free_port
 
 
@@ -39,55 +40,60 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def descendants(pid: int) -> set[int]:
-    """Every process whose parent chain reaches `pid` (from /proc)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def test_up_registers_everything_and_ctrl_c_leaves_nothing(tmp_path: Path, url: str) -> None:
+def test_up_registers_everything_and_ctrl_c_leaves_nothing_twice_in_a_row(tmp_path: Path, url: str) -> None:
     ports = [free_port() for _ in range(3)]
-    up = subprocess.Popen(
-        [sys.executable, "-m", "smmf.cli", "up", str(sim_config(tmp_path, ports)), "--registry", url,
-         "--log-dir", str(tmp_path / "logs")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        output = []
-        assert up.stdout is not None
-        for line in up.stdout:
-            output.append(line)
-            if "all instances registered" in line:
-                break
-        assert any("local-sim" in line for line in output), "".join(output)
-        listed = json.loads(smmf("ls", "--registry", url, "--json").stdout)
-        assert sorted(r["endpoint"] for r in listed) == sorted(f"http://127.0.0.1:{p}/v1" for p in ports)
-        started = descendants(up.pid)
-        assert len(started) >= 6, "three sidecars and three workers"
+    config = sim_config(tmp_path, ports)
+    for _ in range(2):  # the second run starts right after the first stopped: nothing of it may be in the way
+        up = subprocess.Popen(
+            [sys.executable, "-m", "smmf.cli", "up", str(config), "--registry", url,
+             "--log-dir", str(tmp_path / "logs")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            output = []
+            assert up.stdout is not None
+            for line in up.stdout:
+                output.append(line)
+                if "all instances registered" in line:
+                    break
+            assert any("local-sim" in line for line in output), "".join(output)
+            listed = json.loads(smmf("ls", "--registry", url, "--json").stdout)
+            assert sorted(r["endpoint"] for r in listed) == sorted(f"http://127.0.0.1:{p}/v1" for p in ports)
+            started = descendants(up.pid)
+            assert len(started) >= 6, "three sidecars and three workers"
 
-        up.send_signal(signal.SIGINT)
-        rest = up.communicate(timeout=60)[0]
-        assert up.returncode == 0, rest
-        assert "stopped" in rest
-    finally:
-        if up.poll() is None:
-            up.kill()
-    deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in started if _alive(pid)], "no process is left behind"
-    assert not any(listening(p) for p in ports)
-    assert json.loads(smmf("ls", "--registry", url, "--json").stdout) == [], "no record is left behind"
+            up.send_signal(signal.SIGINT)
+            rest = up.communicate(timeout=60)[0]
+            assert up.returncode == 0, rest
+            assert "stopped" in rest
+        finally:
+            if up.poll() is None:
+                up.kill()
+        deadline = time.monotonic() + 5
+        while any(_alive(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in started if _alive(pid)], "no process is left behind"
+        assert not any(listening(p) for p in ports)
+        assert json.loads(smmf("ls", "--registry", url, "--json").stdout) == [], "no record is left behind"
+
+
+def test_a_crash_looping_instance_fails_up_with_its_name_and_log(tmp_path: Path) -> None:
+    config = tmp_path / "up.yaml"
+    config.write_text(
+        "instances:\n"
+        f"  - {{name: fine, model: m, backend: sim, port: {free_port()}}}\n"
+        f"  - {{name: no-key, model: m, backend: proxy, port: {free_port()},\n"
+        "     args: [--upstream-url, 'http://127.0.0.1:9/v1', --api-key-env, SMMF_TEST_UNSET_KEY]}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SMMF_TEST_UNSET_KEY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "smmf.cli", "up", str(config), "--registry", f"file://{tmp_path}/r.db",
+         "--log-dir", str(tmp_path / "logs"), "--timeout", "300"],
+        capture_output=True, text=True, timeout=150, env=env,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "instance 'no-key' stopped" in result.stderr and "SMMF_TEST_UNSET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def _alive(pid: int) -> bool:

@@ -1,8 +1,8 @@
 """The `smmf` command: a thin layer that wires the packages together.
 
 Each module adds its subcommands to the parser: `inventory` (ls, models),
-`manage` (offline, online, drain, restart, register, deregister), `chat`,
-and `run` (worker, sidecar, up).  Every subcommand takes `--registry`
+`top`, `manage` (offline, online, drain, restart, register, deregister),
+`chat`, and `run` (worker, sidecar, up).  Every subcommand takes `--registry`
 (default: `$SMMF_REGISTRY`, else the embedded file registry).  Errors are one
 clear line on stderr and an exit code, mapped from smmf's error tree here and
 nowhere else: 2 for bad input, 1 for a failure, never a traceback.
@@ -14,10 +14,11 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import APIError, ConfigurationError, SmmfError, UnknownInstance, UsageError
-from . import chat, inventory, manage, run
+from . import chat, inventory, manage, run, top
 
 __all__ = ["exit_code", "main"]
 
@@ -31,11 +32,18 @@ def _message(error: SmmfError) -> str:
     return error.message if isinstance(error, APIError) else str(error)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments get the same one line as every other error, not argparse's usage block; subcommands inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="smmf", description="service-oriented multi-model management")
+    root = _Parser(prog="smmf", description="service-oriented multi-model management")
     root.add_argument("--version", action="version", version=f"smmf {__version__}")
     commands = root.add_subparsers(dest="command", required=True)
-    for module in (inventory, manage, chat, run):
+    for module in (inventory, top, manage, chat, run):
         module.add_commands(commands)
     return root
 

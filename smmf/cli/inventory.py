@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 
+from ..instance import State
 from ..management import model_summary
 from ..registry import open_registry
 from .options import Commands, add_registry_option
@@ -25,8 +26,10 @@ async def _ls(args: argparse.Namespace) -> int:
 async def _models(args: argparse.Namespace) -> int:
     async with open_registry(args.registry) as registry:
         summary = model_summary((await registry.list()).records)
-    headers = ["MODEL", "INSTANCES", "UP", "DRAINING", "OFFLINE"]
-    rows = [[m, *(str(c[k]) for k in ("instances", "up", "draining", "offline"))] for m, c in sorted(summary.items())]
+    counted = ["instances", *State]
+    headers = [name.upper() for name in counted]
+    rows = [[m, *(str(c[k]) for k in counted)] for m, c in sorted(summary.items())]
+    headers.insert(0, "MODEL")
     print(columns(headers, rows))
     return 0
 

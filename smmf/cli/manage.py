@@ -6,36 +6,47 @@ import argparse
 import asyncio
 import secrets
 
+from pydantic import ValidationError
+
 from ..admin import AdminAction
-from ..errors import UnknownInstance
-from ..instance import Instance, Protocol
-from ..management import control
+from ..errors import AlreadyRegistered, UnknownInstance, UsageError
+from ..instance import Instance, Load, Protocol
+from ..management import control, find
 from ..registry import open_registry
 from ..template.options import add_template_arguments, template_from_args
-from .options import Commands, add_registry_option
+from .options import Commands, add_registry_option, instance_id
 
 
 async def _control(args: argparse.Namespace) -> int:
     async with open_registry(args.registry) as registry:
         await control(registry, args.id, AdminAction(args.command), timeout=args.timeout)
-    print(f"{args.id}: {args.command} done")
+        record = await find(registry, args.id)
+    now = f"; now {record.state}" if record is not None else "; not running"
+    print(f"{args.id}: {args.command} done{now}")
     return 0
 
 
 async def _register(args: argparse.Namespace) -> int:
     template = template_from_args(args)
-    record = Instance(
-        id=f"tpl-{secrets.token_hex(4)}",
-        model=args.model,
-        endpoint=template.url,
-        protocol=Protocol.TEMPLATE,
-        backend="external",
-        weight=args.weight,
-        template=template,
-        api_key_env=args.api_key_env,
-    )
+    try:
+        record = Instance(
+            id=args.id or f"tpl-{secrets.token_hex(4)}",
+            model=args.model,
+            endpoint=template.url,
+            protocol=Protocol.TEMPLATE,
+            backend="external",
+            weight=args.weight,
+            load=Load(reported=False),
+            template=template,
+            api_key_env=args.api_key_env,
+        )
+    except ValidationError as exc:
+        raise UsageError("; ".join(f"--{err['loc'][0]}: {err['msg']}" for err in exc.errors())) from None
     async with open_registry(args.registry) as registry:
-        await registry.register(record, ttl=None)
+        try:
+            await registry.register(record, ttl=None, exclusive=True)
+        except AlreadyRegistered:
+            raise UsageError(f"an instance {record.id!r} is already registered; deregister it first") from None
     print(record.id)
     return 0
 
@@ -45,7 +56,7 @@ async def _deregister(args: argparse.Namespace) -> int:
         removed = await registry.remove(args.id)
     if not removed:
         raise UnknownInstance(args.id)
-    print(f"{args.id}: deregistered")
+    print(f"{args.id}: deregistered (its record and its admin key)")
     return 0
 
 
@@ -65,6 +76,7 @@ def add_commands(commands: Commands) -> None:
     register = commands.add_parser("register", help="register a third-party API through a request template")
     register.add_argument("--model", required=True)
     register.add_argument("--weight", type=float, default=1.0)
+    register.add_argument("--id", type=instance_id, help="the record's id (default: tpl- and a random suffix)")
     add_template_arguments(register)
     add_registry_option(register)
     register.set_defaults(run=lambda args: asyncio.run(_register(args)))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from ..errors import UsageError
 
-__all__ = ["Commands", "add_registry_option", "parse_labels"]
+__all__ = ["Commands", "add_registry_option", "instance_id", "parse_labels"]
 
 #: The root parser's subcommands, which each module adds its own to.
 Commands = argparse._SubParsersAction
@@ -14,6 +15,17 @@ Commands = argparse._SubParsersAction
 
 def add_registry_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", help="registry URL (default: $SMMF_REGISTRY or the embedded file registry)")
+
+
+#: What an operator may choose as an instance id: readable in a table, safe in a registry key and a URL.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@\[\]-]{0,127}")
+
+
+def instance_id(text: str) -> str:
+    """An `--id` argument: letters, digits and `._:@[]-`, up to 128 characters."""
+    if not _ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an instance id: use letters, digits and ._:@[]- only")
+    return text
 
 
 def parse_labels(pairs: list[str]) -> dict[str, str]:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 from ..instance import Kind
 from ..sidecar.probe import UpstreamType
-from ..worker.app import DEFAULT_MAX_BODY
 from ..worker.backends import BACKENDS, backend_class
-from .options import Commands, add_registry_option, parse_labels
+from ..worker.options import add_worker_arguments, worker_from_args
+from .options import Commands, add_registry_option, instance_id, parse_labels
 from .tables import instance_table
 
 if TYPE_CHECKING:
@@ -21,17 +21,9 @@ if TYPE_CHECKING:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from ..worker.app import Worker
     from ..worker.server import run
 
-    worker = Worker(
-        args.backend_class.from_args(args),
-        args.model,
-        max_concurrency=args.max_concurrency,
-        max_queue=args.max_queue,
-        max_body_bytes=args.max_body_bytes,
-    )
-    return run(worker, args.host, args.port)
+    return run(worker_from_args(args), args.host, args.port)
 
 
 def _sidecar(args: argparse.Namespace) -> int:
@@ -52,6 +44,8 @@ def _sidecar(args: argparse.Namespace) -> int:
         upstream_type=UpstreamType(args.upstream_type),
         drain_timeout=args.drain_timeout,
         command=command,
+        id=args.id,
+        max_failed_starts=args.max_failed_starts,
     )
     return asyncio.run(Sidecar(config).run())
 
@@ -61,7 +55,7 @@ def _up(args: argparse.Namespace) -> int:
 
     config = load_config(Path(args.file))
     launcher = Launcher(config, args.registry, Path(args.log_dir) if args.log_dir else None)
-    launcher.check_ports()
+    launcher.check()
     return asyncio.run(_run_up(launcher, args.timeout))
 
 
@@ -102,14 +96,8 @@ def _add_worker(commands: Commands) -> None:
         cls = backend_class(name)
         summary = (sys.modules[cls.__module__].__doc__ or name).strip().splitlines()[0]
         sub = backends.add_parser(name, help=summary, description=summary)
-        sub.add_argument("--model", required=True, help="the model name clients ask for")
-        sub.add_argument("--host", default="127.0.0.1")
-        sub.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed as the first line)")
-        sub.add_argument("--max-concurrency", type=int, default=4, help="generations running at once")
-        sub.add_argument("--max-queue", type=int, default=64, help="requests waiting; beyond that, 429")
-        sub.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="larger bodies get 413")
-        cls.add_arguments(sub)
-        sub.set_defaults(run=_worker, backend_class=cls)
+        add_worker_arguments(sub, cls)
+        sub.set_defaults(run=_worker)
 
 
 def _add_sidecar(commands: Commands) -> None:
@@ -136,6 +124,13 @@ def _add_sidecar(commands: Commands) -> None:
         "--upstream-type", choices=[t.value for t in UpstreamType], default="smmf", help="how to probe and read load"
     )
     sidecar.add_argument("--drain-timeout", type=float, default=30.0, help="longest wait for in-flight work")
+    sidecar.add_argument(
+        "--id", type=instance_id, help="the instance id (default: host:port of --advertise/--upstream and a model hash)"
+    )
+    sidecar.add_argument(
+        "--max-failed-starts", type=int, default=0, metavar="N",
+        help="exit 1 after the server exited N times in a row without becoming healthy (default 0: never)",
+    )  # fmt: skip
     sidecar.add_argument(
         "command_line", nargs=argparse.REMAINDER, metavar="COMMAND", help="-- COMMAND ARGS: start and supervise it"
     )

@@ -9,6 +9,10 @@ from ..instance import Instance
 
 __all__ = ["columns", "instance_table"]
 
+INSTANCE_HEADERS = (
+    "ID", "MODEL", "KIND", "ENDPOINT", "BACKEND", "STATE", "WEIGHT", "INFLIGHT", "QUEUED", "SEEN", "LOAD AGE",
+)  # fmt: skip
+
 
 def columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
@@ -18,22 +22,30 @@ def columns(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _age(when: float | None, now: float) -> str:
+    return "-" if when is None else f"{max(0.0, now - when):.0f}s"
+
+
+def _row(r: Instance, now: float) -> tuple[str, ...]:
+    """SEEN is how long ago the record's holder last confirmed it alive (- for a persistent record); load
+    columns are - where nothing reports load."""
+    load = r.load
+    reported = load.reported
+    return (
+        r.id,
+        r.model,
+        r.kind.value,
+        r.endpoint,
+        r.backend,
+        r.state.value,
+        f"{r.weight:g}",
+        str(load.inflight) if reported else "-",
+        str(load.queued) if reported else "-",
+        _age(r.alive_at, now),
+        _age(load.updated_at, now) if reported else "-",
+    )
+
+
 def instance_table(records: list[Instance]) -> str:
-    headers = ("ID", "MODEL", "KIND", "ENDPOINT", "BACKEND", "STATE", "WEIGHT", "INFLIGHT", "QUEUED", "LOAD AGE")
     now = time.time()
-    rows = [
-        (
-            r.id,
-            r.model,
-            r.kind.value,
-            r.endpoint,
-            r.backend,
-            r.state.value,
-            f"{r.weight:g}",
-            str(r.load.inflight),
-            str(r.load.queued),
-            f"{max(0.0, now - r.load.updated_at):.0f}s",
-        )
-        for r in sorted(records, key=lambda r: (r.model, r.id))
-    ]
-    return columns(headers, rows)
+    return columns(INSTANCE_HEADERS, [_row(r, now) for r in sorted(records, key=lambda r: (r.model, r.id))])

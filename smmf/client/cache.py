@@ -41,6 +41,20 @@ class InstanceCache:
         if not self._ready.is_set():
             log.warning("no snapshot from %s yet; requests fail until the registry answers", self.registry.url)
 
+    @property
+    def ready(self) -> bool:
+        """Whether the registry's first snapshot has arrived."""
+        return self._ready.is_set()
+
+    async def check_registry(self) -> None:
+        """Raise `RegistryUnavailable` when the cache is empty because the registry was never reached.
+
+        Then a missing model is the registry's fault, and the caller should
+        hear that, with its address, rather than that the model is unknown.
+        """
+        if not self.ready:
+            await self.registry.list()
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()

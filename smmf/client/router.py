@@ -112,6 +112,7 @@ class Router:
                 peer = self.choose(request, tried)
             except NoInstanceAvailable:
                 if last is None:
+                    await self.cache.check_registry()
                     raise
                 raise last.error from None
             if observer is not None:

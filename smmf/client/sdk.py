@@ -24,7 +24,14 @@ try:
 except ImportError:  # an openai SDK before 3.x, built on httpx
     import httpx  # type: ignore[no-redef, unused-ignore]
 
-from ..errors import APIConnectionError, APIStatusError, NoInstanceAvailable, StreamInterrupted
+from ..errors import (
+    APIConnectionError,
+    APIStatusError,
+    NoInstanceAvailable,
+    RegistryUnavailable,
+    StreamInterrupted,
+    UsageError,
+)
 from ..registry import Registry
 from ..wire.errors import error_body
 from .api import ModelClient
@@ -109,6 +116,10 @@ class RoutingTransport(httpx.AsyncBaseTransport):
             response = await self.client.router.send(call)
         except NoInstanceAvailable as exc:
             return _error(404, exc.message, "model_not_found")
+        except UsageError as exc:
+            return _error(400, str(exc), "invalid_request")
+        except RegistryUnavailable as exc:
+            return _error(503, str(exc), "registry_unavailable")
         except APIStatusError as exc:
             if isinstance(exc.body, dict):
                 return httpx.Response(exc.status or 502, json=exc.body)
