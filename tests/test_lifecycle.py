@@ -58,6 +58,10 @@ async def in_state(registry: Registry, model: str, port: int, state: State) -> b
     return record is not None and record.state is state
 
 
+async def until_up(registry: Registry, model: str, port: int) -> None:
+    await eventually(lambda: in_state(registry, model, port, State.UP), 30)
+
+
 @pytest.fixture
 def model(request: pytest.FixtureRequest) -> str:
     return f"life-{abs(hash(request.node.nodeid)) % 10**6}"
@@ -93,7 +97,7 @@ async def test_offline_survives_a_restart_of_the_sidecar(
     port = free_port()
     first = sidecars(url, model, port)
     async with open_registry(url) as registry:
-        await eventually(lambda: in_state(registry, model, port, State.UP), 30)
+        await until_up(registry, model, port)
         offline = smmf("offline", instance_id(model, "127.0.0.1", port), "--registry", url)
         assert offline.returncode == 0 and "now offline" in offline.stdout, offline.stderr
         first.stop()
@@ -115,7 +119,7 @@ async def test_withdrawn_instances_stay_visible_with_their_state(
     sidecars(url, model, port)
     target = instance_id(model, "127.0.0.1", port)
     async with open_registry(url) as registry:
-        await eventually(lambda: in_state(registry, model, port, State.UP), 30)
+        await until_up(registry, model, port)
     assert smmf("offline", target, "--registry", url).returncode == 0
     assert listed(url, model)[target]["state"] == "offline"
     models = smmf("models", "--registry", url)
@@ -137,7 +141,7 @@ async def test_an_unhealthy_instance_is_listed_as_unhealthy(
     port = free_port()
     sidecar = sidecars(url, model, port)
     async with open_registry(url) as registry:
-        await eventually(lambda: in_state(registry, model, port, State.UP), 30)
+        await until_up(registry, model, port)
         (child,) = sidecar.children()
         os.kill(child, signal.SIGSTOP)  # alive but not answering: the probes fail
         try:
@@ -172,7 +176,7 @@ async def test_a_crashed_sidecars_record_expires_and_its_successor_takes_the_id(
     port = free_port()
     first = sidecars(url, model, port)
     async with open_registry(url) as registry:
-        await eventually(lambda: in_state(registry, model, port, State.UP), 30)
+        await until_up(registry, model, port)
         assert first.proc is not None
         first.proc.send_signal(signal.SIGKILL)  # its record stays until the lease expires
         killed = time.time()
@@ -189,7 +193,7 @@ async def test_liveness_is_shown_apart_from_load(sidecars: Callable[..., SmmfPro
     port = free_port()
     sidecars(url, model, port)
     async with open_registry(url) as registry:
-        await eventually(lambda: in_state(registry, model, port, State.UP), 30)
+        await until_up(registry, model, port)
         await asyncio.sleep(3 * TTL)  # idle: the load does not change, the lease is renewed
         record = await record_of(registry, model, port)
         assert record is not None and record.alive_at is not None
@@ -208,7 +212,7 @@ async def test_smmf_top_shows_every_instance_and_its_state(
     port = free_port()
     sidecars(url, model, port)
     async with open_registry(url) as registry:
-        await eventually(lambda: in_state(registry, model, port, State.UP), 30)
+        await until_up(registry, model, port)
     top = smmf("top", "--registry", url, "--model", model, "-n", "2", "--interval", "0.2")
     assert top.returncode == 0, top.stderr
     assert instance_id(model, "127.0.0.1", port) in top.stdout and " up " in top.stdout
@@ -247,7 +251,7 @@ async def test_admin_keys_are_obeyed_after_restart_and_removed_with_the_instance
     first = sidecars(url, model, port)
     target = instance_id(model, "127.0.0.1", port)
     async with open_registry(url) as registry:
-        await eventually(lambda: in_state(registry, model, port, State.UP), 30)
+        await until_up(registry, model, port)
         await registry.put_admin(target, AdminAction.DRAIN)
         await eventually(lambda: in_state(registry, model, port, State.OFFLINE), 15)
         first.stop()

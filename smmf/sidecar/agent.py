@@ -101,8 +101,7 @@ class Desired(StrEnum):
 
 @dataclass(frozen=True)
 class HealthChanged:
-    healthy: bool
-    detail: str
+    check: HealthCheck
 
 
 @dataclass(frozen=True)
@@ -345,11 +344,11 @@ class Sidecar:
             if check.ok:
                 failures = 0
                 if not self.healthy:
-                    await self._events.put(HealthChanged(True, check.detail))
+                    await self._events.put(HealthChanged(check))
             else:
                 failures += 1
                 if self.healthy and failures >= 2:
-                    await self._events.put(HealthChanged(False, check.detail))
+                    await self._events.put(HealthChanged(check))
             await asyncio.sleep(self.config.probe_interval)
 
     async def _load_loop(self) -> None:
@@ -397,9 +396,9 @@ class Sidecar:
             self._refuse(await self.registry.get(self.config.model, self.instance_id))
 
     async def _health_changed(self, event: HealthChanged) -> None:
-        if event.healthy == self.healthy:
+        if event.check.ok == self.healthy:
             return
-        self.healthy = event.healthy
+        self.healthy = event.check.ok
         if self.healthy:
             self._failed_starts = 0
             if self.config.upstream_type is UpstreamType.SMMF:
