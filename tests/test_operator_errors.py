@@ -84,6 +84,10 @@ async def test_a_bad_policy_header_is_a_400_through_the_sdk(tmp_path: Path) -> N
             await sdk.chat.completions.create(
                 model="m-policy", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-smmf-policy": "bogus"}
             )
+        with pytest.raises(openai.BadRequestError, match="bogus"):  # the caller's mistake, not a missing model
+            await sdk.chat.completions.create(
+                model="m-none", messages=[{"role": "user", "content": "hi"}], extra_headers={"x-smmf-policy": "bogus"}
+            )
         await sdk.close()
     finally:
         fleet.stop()

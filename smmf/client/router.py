@@ -95,21 +95,23 @@ class Router:
         # never refuse a request because of ejection alone: the last ones stay eligible
         return [peer for peer in peers if peer.record.eligible and peer.id not in exclude]
 
-    def choose(self, request: Request, exclude: set[str]) -> Peer:
+    def choose(self, request: Request, exclude: set[str], balancer: Balancer) -> Peer:
         candidates = self.candidates(request.model, exclude)
         if not candidates:
             raise NoInstanceAvailable(request.model, self.cache.known_models())
-        return self.balancer(request.model, request.policy or self.policy).pick(candidates, request)
+        return balancer.pick(candidates, request)
 
     async def send(self, request: Request, observer: Observer | None = None) -> Response:
         """The first successful answer, from a chosen instance and, after retryable failures, from others."""
+        # First, so that an unknown policy is the caller's error whatever the registry holds.
+        balancer = self.balancer(request.model, request.policy or self.policy)
         tried: set[str] = set()
         last: Retryable | None = None
         self.budget.deposit()
         attempt = 0
         while True:
             try:
-                peer = self.choose(request, tried)
+                peer = self.choose(request, tried, balancer)
             except NoInstanceAvailable:
                 if last is None:
                     await self.cache.check_registry()
