@@ -18,9 +18,10 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .template import HttpTemplate
+from .template import HttpTemplate, check_http_url
 
 __all__ = [
+    "MAX_RECORD_BYTES",
     "SCHEMA_VERSION",
     "Instance",
     "Kind",
@@ -29,6 +30,7 @@ __all__ = [
     "State",
     "instance_id",
     "parse_record",
+    "report_invalid",
 ]
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,10 @@ log = logging.getLogger(__name__)
 #: Version written into every record.  Readers accept any version and ignore
 #: fields they do not know, so old and new sidecars and clients can coexist.
 SCHEMA_VERSION = 1
+
+#: Largest record read.  A real one is well under 4 KiB; anything near this is
+#: someone filling the registry, and every client would hold it in memory.
+MAX_RECORD_BYTES = 64 * 1024
 
 
 class Kind(StrEnum):
@@ -88,8 +94,9 @@ def _non_blank(value: str, what: str) -> str:
 class Instance(BaseModel):
     """One running instance of one model, as stored in the registry.
 
-    Secrets never live here: a record that needs a key names the environment
-    variable holding it (see `api_key_env`).
+    Secrets never live here.  A template record may name which of a caller's
+    credentials its API needs (`template.api_key_env`), and a client sends it
+    only where its own configuration says so (`smmf.client.trust`).
     """
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -105,7 +112,6 @@ class Instance(BaseModel):
     state: State = State.UP
     load: Load = Field(default_factory=Load)
     labels: dict[str, str] = Field(default_factory=dict)
-    api_key_env: str | None = None
     #: For `protocol: template`: how to call the third-party API (the endpoint is its URL template).
     template: HttpTemplate | None = None
     started_at: float = Field(default_factory=time.time)
@@ -128,7 +134,7 @@ class Instance(BaseModel):
     @field_validator("endpoint")
     @classmethod
     def _check_endpoint(cls, value: str) -> str:
-        return _non_blank(value, "endpoint")
+        return check_http_url(_non_blank(value, "endpoint"), "endpoint")
 
     @model_validator(mode="after")
     def _template_needs_spec(self) -> Instance:
@@ -161,7 +167,8 @@ _reported: OrderedDict[tuple[str, str], None] = OrderedDict()
 _REPORTED_MAX = 4096
 
 
-def _warn_once(key: str, raw: bytes, error: str) -> None:
+def report_invalid(key: str, raw: bytes, error: str) -> None:
+    """Warn that the record at `key` is skipped, once for as long as its value stays the same."""
     fingerprint = (key, hashlib.blake2b(raw, digest_size=8).hexdigest())
     if fingerprint in _reported:
         return
@@ -174,13 +181,16 @@ def _warn_once(key: str, raw: bytes, error: str) -> None:
 def parse_record(key: str, raw: bytes | str) -> Instance | None:
     """Validate a stored record; `None` (and one warning naming `key`) if it is invalid."""
     data = raw.encode() if isinstance(raw, str) else raw
+    if len(data) > MAX_RECORD_BYTES:
+        report_invalid(key, data, f"{len(data)} bytes, over the limit of {MAX_RECORD_BYTES}")
+        return None
     try:
         return Instance.model_validate_json(data)
     except ValidationError as exc:
         summary = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}" for err in exc.errors()[:3]
         )
-        _warn_once(key, data, summary)
+        report_invalid(key, data, summary)
     except ValueError as exc:
-        _warn_once(key, data, str(exc))
+        report_invalid(key, data, str(exc))
     return None

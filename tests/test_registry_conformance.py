@@ -12,7 +12,7 @@ import pytest
 from smmf.errors import AlreadyRegistered
 from smmf.instance import Load, State
 from smmf.registry import AdminAction, Delete, Put, Registry, Snapshot, open_registry
-from smmf.registry.keys import instance_key
+from smmf.registry.keys import instance_key, key_id
 from smmf.template import HttpTemplate
 from tests.support.helpers import Mirror, eventually, next_event, record
 
@@ -49,7 +49,7 @@ async def test_register_list_and_watch(registry: Registry) -> None:
 
     only_b = registry.watch("minilm")
     snap = await next_event(only_b)
-    assert isinstance(snap, Snapshot) and snap.items == {b.id: b}
+    assert isinstance(snap, Snapshot) and snap.ids == {b.id} and snap.values == [b]
 
     await lease_a.revoke()
     gone = await next_event(watch)
@@ -58,7 +58,7 @@ async def test_register_list_and_watch(registry: Registry) -> None:
 
     late = registry.watch()
     late_snap = await next_event(late)
-    assert isinstance(late_snap, Snapshot) and set(late_snap.items) == {b.id}
+    assert isinstance(late_snap, Snapshot) and late_snap.ids == {b.id}
     for w in (watch, only_b, late):
         await w.aclose()
 
@@ -163,7 +163,7 @@ async def test_admin_keys(registry: Registry) -> None:
 
     everyone = registry.watch_admin()
     snap = await next_event(everyone)
-    assert isinstance(snap, Snapshot) and {k: v.action for k, v in snap.items.items()} == {
+    assert isinstance(snap, Snapshot) and {key_id(k): v.action for k, v in snap.items.items()} == {
         "i-1": AdminAction.DRAIN,
         "i-2": AdminAction.OFFLINE,
     }
@@ -194,7 +194,7 @@ async def test_malformed_records_are_skipped(registry: Registry, caplog: pytest.
 
     watch = registry.watch()
     snap = await next_event(watch)
-    assert isinstance(snap, Snapshot) and set(snap.items) == {good.id}
+    assert isinstance(snap, Snapshot) and snap.ids == {good.id}
 
     # A record that turns bad disappears for readers; a good one after it still arrives.
     await registry.store.put(instance_key(good.model, good.id), b'{"id": 42}')
@@ -256,3 +256,17 @@ async def test_remove_takes_the_admin_key_with_the_record(registry: Registry) ->
     await registry.put_admin("only-an-admin-key", AdminAction.OFFLINE)
     assert await registry.remove("only-an-admin-key"), "an admin key alone is something to remove"
     assert not await registry.remove("only-an-admin-key")
+
+
+async def test_a_record_deleted_under_its_live_lease_is_written_again(registry: Registry) -> None:
+    """Issue 12, finding 6: a live sidecar's deleted key stayed deleted until the instance's load changed."""
+    rec = record()
+    lease = await registry.register(rec, TTL * 5, exclusive=True, check=0.2)
+    keepalive = asyncio.create_task(lease.keepalive())
+    try:
+        assert await registry.store.delete(lease.key)
+        await eventually(lambda: registry.get(rec.model, rec.id), 10)
+        assert lease.restored == 1
+    finally:
+        keepalive.cancel()
+        await lease.revoke()

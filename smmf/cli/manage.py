@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
+import sys
 
 from pydantic import ValidationError
 
@@ -38,7 +39,6 @@ async def _register(args: argparse.Namespace) -> int:
             weight=args.weight,
             load=Load(reported=False),
             template=template,
-            api_key_env=args.api_key_env,
         )
     except ValidationError as exc:
         raise UsageError("; ".join(f"--{err['loc'][0]}: {err['msg']}" for err in exc.errors())) from None
@@ -53,10 +53,17 @@ async def _register(args: argparse.Namespace) -> int:
 
 async def _deregister(args: argparse.Namespace) -> int:
     async with open_registry(args.registry) as registry:
+        record = await find(registry, args.id)
         removed = await registry.remove(args.id)
     if not removed:
         raise UnknownInstance(args.id)
     print(f"{args.id}: deregistered (its record and its admin key)")
+    if record is not None and record.alive_at is not None:
+        print(
+            f"note: {args.id} is kept alive by a running sidecar, which registers it again within a probe "
+            "interval; to take it out of rotation use `smmf offline`, or stop its sidecar",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -7,7 +7,7 @@ import re
 
 from ..errors import UsageError
 
-__all__ = ["Commands", "add_registry_option", "instance_id", "parse_labels"]
+__all__ = ["Commands", "add_registry_option", "instance_id", "parse_pairs"]
 
 #: The root parser's subcommands, which each module adds its own to.
 Commands = argparse._SubParsersAction
@@ -28,11 +28,12 @@ def instance_id(text: str) -> str:
     return text
 
 
-def parse_labels(pairs: list[str]) -> dict[str, str]:
-    labels = {}
+def parse_pairs(pairs: list[str], option: str, shape: str = "KEY=VALUE") -> dict[str, str]:
+    """Repeated `KEY=VALUE` arguments of `option` as a dict; a malformed one is a `UsageError`."""
+    parsed = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise UsageError(f"--label takes KEY=VALUE, got {pair!r}")
-        labels[key] = value
-    return labels
+            raise UsageError(f"{option} takes {shape}, got {pair!r}")
+        parsed[key] = value
+    return parsed

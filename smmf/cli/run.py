@@ -13,7 +13,7 @@ from ..instance import Kind
 from ..sidecar.probe import UpstreamType
 from ..worker.backends import BACKENDS, backend_class
 from ..worker.options import add_worker_arguments, worker_from_args
-from .options import Commands, add_registry_option, instance_id, parse_labels
+from .options import Commands, add_registry_option, instance_id, parse_pairs
 from .tables import instance_table
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def _sidecar(args: argparse.Namespace) -> int:
         registry=args.registry,
         kind=Kind(args.kind) if args.kind else None,
         weight=args.weight,
-        labels=parse_labels(args.label),
+        labels=parse_pairs(args.label, "--label"),
         ttl=args.ttl,
         probe_interval=args.probe_interval,
         load_interval=args.load_interval,

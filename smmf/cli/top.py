@@ -36,9 +36,9 @@ async def _follow(registry: Registry, model: str | None, records: dict[str, Inst
             records.clear()
             records.update(event.items)
         elif isinstance(event, Put):
-            records[event.id] = event.value
+            records[event.key] = event.value
         elif isinstance(event, Delete):
-            records.pop(event.id, None)
+            records.pop(event.key, None)
         changed.set()
 
 

@@ -10,11 +10,16 @@ cache: the request path makes no registry call.  Extra keyword arguments are
 passed to the instance as request fields, as the OpenAI SDK's `extra_body`
 would be.  Two keywords are smmf's own and are not sent: `policy` (this
 call's balancing policy) and `session_key` (for the `affinity` policy).
+
+Records come from whoever can write the registry, so what the client sends
+where is its own decision (`smmf.client.trust`): `credentials` binds an
+environment variable to the one host its key may go to, and `allow` limits
+the hosts and networks requests may reach at all.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
 from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Generic, Literal, TypeVar, cast, overload
@@ -31,6 +36,7 @@ from .router import Router
 from .stream import Stream, parse_stream
 from .telemetry import Call, Telemetry, generated_text
 from .transport import ProtocolTransport, Response, Transport
+from .trust import Trust
 from .types import Answer, ChatCompletion, ChatCompletionChunk, Completion, CreateEmbeddingResponse
 
 __all__ = ["ModelClient"]
@@ -53,12 +59,15 @@ class ModelClient:
         connect_timeout: float = 5.0,
         telemetry: Telemetry | None = None,
         transport: Transport | None = None,
+        credentials: Mapping[str, str] | None = None,
+        allow: Iterable[str] | None = None,
     ) -> None:
         self._registry = registry if isinstance(registry, Registry) else open_registry(registry)
         self._owns_registry = not isinstance(registry, Registry)
-        self.cache = InstanceCache(self._registry)
+        self.trust = Trust(credentials, allow)
+        self.cache = InstanceCache(self._registry, self.trust)
         self.transport = transport or ProtocolTransport(
-            aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout)
+            aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout), self.trust
         )
         self.router = Router(self.cache, self.transport, policy, max_retries)
         self.telemetry = telemetry or Telemetry()

@@ -6,6 +6,16 @@ registry went away (see `smmf.registry.watch`), so a registry outage
 leaves the client serving from its last-known instances.  Each instance is
 held as a `Peer`, which keeps what this client learned about it across the
 sidecar's rewrites of its record.
+
+Peers are kept by registry key, so a delete removes exactly what its key
+held.  Records this client's `Trust` refuses are never held at all.
+
+A burst of deletes that would leave a model with no instance is held back
+for `HOLD_EMPTY` seconds, after Nacos's push-empty protection: when a
+registry that froze for longer than the TTL resumes, it expires every lease
+at once and the sidecars register again milliseconds later.  Requests in
+that window go to the last known instances, and retries deal with any that
+are really gone.
 """
 
 from __future__ import annotations
@@ -19,17 +29,28 @@ import time
 from ..instance import Instance
 from ..registry import Delete, Put, Registry, Snapshot
 from .peer import Peer
+from .trust import Trust
 
-__all__ = ["InstanceCache"]
+__all__ = ["HOLD_EMPTY", "InstanceCache"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds a change that would leave a model with no instance is held back.
+HOLD_EMPTY = 5.0
+
 
 class InstanceCache:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, trust: Trust | None = None) -> None:
         self.registry = registry
+        self.trust = trust or Trust()
         self.models: dict[str, dict[str, Peer]] = {}
-        self._by_id: dict[str, str] = {}
+        self._keys: dict[str, tuple[str, str]] = {}
+        #: Per model, the peers deleted in the last HOLD_EMPTY seconds: (when, key, peer).
+        self._recent: dict[str, list[tuple[float, str, Peer]]] = {}
+        #: Keys deleted from the registry but held back, so their model is not left empty.
+        self._held: set[str] = set()
+        #: (key, reason) of refused records already warned about.
+        self._refused: set[tuple[str, str]] = set()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -46,14 +67,22 @@ class InstanceCache:
         """Whether the registry's first snapshot has arrived."""
         return self._ready.is_set()
 
-    async def check_registry(self) -> None:
-        """Raise `RegistryUnavailable` when the cache is empty because the registry was never reached.
+    async def first_snapshot(self, timeout: float = 10.0) -> bool:
+        """Wait for the registry's first snapshot if it has not come yet; True when it came during this call.
 
-        Then a missing model is the registry's fault, and the caller should
-        hear that, with its address, rather than that the model is unknown.
+        A request that finds no instance before the first snapshot may only
+        be early (a slow registry, a loaded machine): it waits for the
+        snapshot rather than fail.  If none comes, the registry's own error,
+        with its address, says why (`RegistryUnavailable`): then a missing
+        model is the registry's fault, not the caller's.
         """
+        if self.ready:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
         if not self.ready:
             await self.registry.list()
+        return self.ready
 
     async def close(self) -> None:
         if self._task is not None:
@@ -64,20 +93,25 @@ class InstanceCache:
     async def _run(self) -> None:
         async for event in self.registry.watch():
             if isinstance(event, Snapshot):
-                for instance_id in set(self._by_id) - set(event.items):
-                    self._remove(instance_id)
-                for record in event.items.values():
-                    self._put(record)
+                for key in set(self._keys) - set(event.items):
+                    self._remove(key)
+                for key, record in event.items.items():
+                    self._put(key, record)
                 self._ready.set()
             elif isinstance(event, Put):
-                self._put(event.value)
+                self._put(event.key, event.value)
             elif isinstance(event, Delete):
-                self._remove(event.id)
+                self._remove(event.key)
 
-    def _put(self, record: Instance) -> None:
-        previous_model = self._by_id.get(record.id)
-        if previous_model is not None and previous_model != record.model:
-            self._remove(record.id)
+    def _put(self, key: str, record: Instance) -> None:
+        reason = self.trust.refusal(record)
+        if reason is not None:
+            if (key, reason) not in self._refused:
+                self._refused.add((key, reason))
+                log.warning("not routing to the record at %r: %s", key, reason)
+            self._drop(key)
+            return
+        self._held.discard(key)
         peers = self.models.setdefault(record.model, {})
         peer = peers.get(record.id)
         if peer is None:
@@ -85,14 +119,50 @@ class InstanceCache:
             peer.can_eject = functools.partial(self._others_available, record.model)
         else:
             peer.update(record)
-        self._by_id[record.id] = record.model
+        self._keys[key] = (record.model, record.id)
 
-    def _remove(self, instance_id: str) -> None:
-        model = self._by_id.pop(instance_id, None)
-        if model is None:
+    def _remove(self, key: str) -> None:
+        """A key was deleted: drop its peer, unless that leaves the model with none (see `HOLD_EMPTY`)."""
+        if key in self._held or key not in self._keys:
             return
-        self.models.get(model, {}).pop(instance_id, None)
-        if not self.models.get(model):
+        model, instance_id = self._keys[key]
+        peer = self.models[model][instance_id]
+        self._drop(key)
+        if not self.ready:
+            return
+        now = time.monotonic()
+        recent = [entry for entry in self._recent.get(model, []) if entry[0] > now - HOLD_EMPTY]
+        recent.append((now, key, peer))
+        if model in self.models:
+            self._recent[model] = recent
+            return
+        self._recent.pop(model, None)
+        log.warning(
+            "%s would have no instance left: keeping its last %d for %gs in case they register again",
+            model, len(recent), HOLD_EMPTY,
+        )  # fmt: skip
+        peers = self.models.setdefault(model, {})
+        for _, held_key, held in recent:
+            peers[held.id] = held
+            self._keys[held_key] = (model, held.id)
+            self._held.add(held_key)
+        asyncio.get_running_loop().call_later(HOLD_EMPTY, self._release, [k for _, k, _ in recent])
+
+    def _release(self, keys: list[str]) -> None:
+        """The hold is over: drop what was held back and has not been registered again."""
+        for key in keys:
+            if key in self._held:
+                self._held.discard(key)
+                self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        where = self._keys.pop(key, None)
+        if where is None:
+            return
+        model, instance_id = where
+        peers = self.models.get(model, {})
+        peers.pop(instance_id, None)
+        if not peers:
             self.models.pop(model, None)
 
     def _others_available(self, model: str) -> bool:

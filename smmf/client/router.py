@@ -7,8 +7,8 @@ transport) and owns the rest:
   down after a `Retry-After`, and not already tried by this request;
 * the balancer of the request's policy picks one;
 * a failure before any response byte (`Retryable`) is retried on a different
-  instance, up to `max_retries` times and within a budget of about 20% extra
-  load;
+  instance, up to `max_retries` times per request, within a budget of 10
+  retries a second plus 20% of the requests (`RetryBudget`);
 * every attempt holds a `Ticket`, so the instance's in-flight count rises at
   send and falls exactly once: here when the attempt fails, and in the
   `Response` (which takes the ticket over) when a whole answer arrives or a
@@ -38,22 +38,47 @@ MAX_RETRY_WAIT = 10.0
 
 
 class RetryBudget:
-    """Retries may add about `ratio` extra load: each request earns `ratio` of a retry, each retry spends one.
+    """In any `window` seconds, retries may number `floor` per second plus `ratio` of the requests sent.
 
-    A small reserve lets a quiet client still retry its first failures.
+    After Finagle's RetryBudget.  A budget in proportion to traffic keeps a
+    client from multiplying load on a fleet that is failing as a whole; the
+    floor lets one crash be absorbed whole: an instance killed with a deep
+    queue fails every request in it at once, and each deserves its retry on
+    a healthy instance.  A fixed reserve (10 retries, earlier) ran out
+    there while healthy instances stood idle.  Counts are kept in one-second
+    slots, so old traffic and old retries age out.
     """
 
-    def __init__(self, ratio: float = 0.2, reserve: float = 10.0) -> None:
+    def __init__(self, ratio: float = 0.2, floor: float = 10.0, window: int = 10) -> None:
         self.ratio = ratio
-        self.cap = reserve
-        self.balance = reserve
+        self.floor = floor
+        self.window = window
+        #: Per second slot: [second, requests, retries].
+        self._slots: list[list[int]] = [[-1, 0, 0] for _ in range(window)]
+
+    def _slot(self) -> list[int]:
+        second = int(time.monotonic())
+        slot = self._slots[second % self.window]
+        if slot[0] != second:
+            slot[:] = [second, 0, 0]
+        return slot
+
+    @property
+    def balance(self) -> float:
+        """Retries still allowed now."""
+        oldest = int(time.monotonic()) - self.window
+        live = [slot for slot in self._slots if slot[0] > oldest]
+        earned = self.ratio * sum(slot[1] for slot in live)
+        return self.floor * self.window + earned - sum(slot[2] for slot in live)
 
     def deposit(self) -> None:
-        self.balance = min(self.cap, self.balance + self.ratio)
+        """A request was sent."""
+        self._slot()[1] += 1
 
     def withdraw(self) -> bool:
+        """Take one retry from the budget; False when none is left."""
         if self.balance >= 1.0:
-            self.balance -= 1.0
+            self._slot()[2] += 1
             return True
         return False
 
@@ -113,10 +138,11 @@ class Router:
             try:
                 peer = self.choose(request, tried, balancer)
             except NoInstanceAvailable:
-                if last is None:
-                    await self.cache.check_registry()
+                if last is not None:
+                    raise last.error from None
+                if not await self.cache.first_snapshot():
                     raise
-                raise last.error from None
+                peer = self.choose(request, tried, balancer)
             if observer is not None:
                 observer.instance(peer)
             ticket = peer.begin()

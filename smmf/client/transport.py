@@ -25,13 +25,21 @@ import aiohttp
 
 from ..errors import APIConnectionError, APIError, APIStatusError, StreamInterrupted
 from ..instance import Protocol
-from ..template import ExtractError, TemplateCallError, call_template, prompt_from_messages, word_usage
+from ..template import (
+    ExtractError,
+    TemplateCallError,
+    TemplateInputError,
+    call_template,
+    prompt_from_messages,
+    word_usage,
+)
 from ..wire import sse
 from ..wire.errors import read_error
 from ..wire.responses import ResponseBuilder
 from ..wire.retry_after import parse_retry_after
 from .peer import Peer, Ticket
 from .request import Request
+from .trust import Trust
 
 __all__ = [
     "RETRY_STATUSES",
@@ -171,7 +179,7 @@ class HttpTransport:
     async def send(self, peer: Peer, request: Request) -> Response:
         try:
             raw = await self.session.post(peer.record.endpoint.rstrip("/") + request.path, json=request.body)
-        except (aiohttp.ClientConnectionError, aiohttp.ClientOSError, TimeoutError) as exc:
+        except _BROKEN as exc:
             raise Retryable(
                 APIConnectionError(f"{peer.id}: {exc.__class__.__name__}: {exc}", instance_id=peer.id)
             ) from None
@@ -200,8 +208,9 @@ class TemplateTransport:
     backend does.
     """
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: aiohttp.ClientSession, trust: Trust) -> None:
         self.session = session
+        self.trust = trust
 
     async def send(self, peer: Peer, request: Request) -> Response:
         record = peer.record
@@ -214,9 +223,16 @@ class TemplateTransport:
         body = request.body
         prompt = prompt_from_messages(body.get("messages", [])) if chat else str(body.get("prompt", ""))
         try:
+            api_key = self.trust.api_key(record)
+        except KeyError as exc:
+            raise APIStatusError(str(exc.args[0]), status=500, instance_id=peer.id) from None
+        try:
             answer = await call_template(
-                self.session, record.template, prompt, model=record.model, temperature=body.get("temperature")
-            )
+                self.session, record.template, prompt,
+                model=record.model, temperature=body.get("temperature"), api_key=api_key,
+            )  # fmt: skip
+        except TemplateInputError as exc:
+            raise APIStatusError(str(exc), status=400, instance_id=peer.id) from None
         except TemplateCallError as exc:
             raise status_failure(peer.id, exc.status or 502, exc.message, exc.retry_after) from None
         except ExtractError as exc:
@@ -233,8 +249,9 @@ class TemplateTransport:
 class ProtocolTransport:
     """The default transport: each instance reached as its record's protocol says, over one connection pool."""
 
-    def __init__(self, timeout: aiohttp.ClientTimeout) -> None:
+    def __init__(self, timeout: aiohttp.ClientTimeout, trust: Trust | None = None) -> None:
         self.timeout = timeout
+        self.trust = trust or Trust()
         self._session: aiohttp.ClientSession | None = None
         self._by_protocol: dict[Protocol, HttpTransport | TemplateTransport] = {}
 
@@ -244,7 +261,10 @@ class ProtocolTransport:
             timeout=self.timeout, connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
         )
         self._session = session
-        self._by_protocol = {Protocol.OPENAI: HttpTransport(session), Protocol.TEMPLATE: TemplateTransport(session)}
+        self._by_protocol = {
+            Protocol.OPENAI: HttpTransport(session),
+            Protocol.TEMPLATE: TemplateTransport(session, self.trust),
+        }
 
     def send(self, peer: Peer, request: Request) -> Awaitable[Response]:
         # A plain function handing back the chosen transport's coroutine: no frame of its own on the request path.

@@ -1,9 +1,16 @@
-"""What a watch yields: one `Snapshot`, then `Put` and `Delete` events, each carrying a revision."""
+"""What a watch yields: one `Snapshot`, then `Put` and `Delete` events, each carrying a revision.
+
+Events are keyed by the registry key (relative to the driver's prefix), not
+by the id a record claims: only the key says what a delete removes, and two
+keys can never be confused however their values are written.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from .keys import key_id
 
 __all__ = ["Delete", "Put", "Snapshot", "WatchEvent"]
 
@@ -12,7 +19,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class Snapshot(Generic[T]):
-    """First event of every watch: the whole current state, by id."""
+    """First event of every watch: the whole current state, by key."""
 
     items: dict[str, T] = field(default_factory=dict)
     revision: int = 0
@@ -22,12 +29,20 @@ class Snapshot(Generic[T]):
         """What this event says exists now (every event has `values`, so a watcher need not ask which it got)."""
         return list(self.items.values())
 
+    @property
+    def ids(self) -> set[str]:
+        return {key_id(key) for key in self.items}
+
 
 @dataclass(frozen=True, slots=True)
 class Put(Generic[T]):
-    id: str
+    key: str
     value: T
     revision: int
+
+    @property
+    def id(self) -> str:
+        return key_id(self.key)
 
     @property
     def values(self) -> list[T]:
@@ -36,8 +51,12 @@ class Put(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class Delete:
-    id: str
+    key: str
     revision: int
+
+    @property
+    def id(self) -> str:
+        return key_id(self.key)
 
     @property
     def values(self) -> list[Any]:

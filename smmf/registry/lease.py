@@ -30,7 +30,11 @@ class Lease:
 
     Every write stamps the record's `alive_at`, and `keepalive()` rewrites
     the record when none was written for `heartbeat` seconds, so readers can
-    tell a live, idle instance from a stuck one.  An `exclusive` lease never
+    tell a live, idle instance from a stuck one.  Every `check` seconds (or
+    TTL/3) it also reads the record back and writes it again when someone
+    deleted it under the live lease: a live instance stays findable, and the
+    way to take one out of rotation is `offline`, not deleting its key.  An
+    `exclusive` lease never
     replaces a record it does not hold: registering, or registering again,
     over someone else's raises `AlreadyRegistered`.
     """
@@ -43,18 +47,22 @@ class Lease:
         *,
         exclusive: bool = False,
         heartbeat: float | None = None,
+        check: float | None = None,
     ) -> None:
         self._store = store
         self._record = record
         self.ttl = ttl
         self.exclusive = exclusive
         self.heartbeat = heartbeat if heartbeat is not None else ttl
+        self.check = check
         self._lease_id: int | None = None
         self._revoked = asyncio.Event()
         self._writing = asyncio.Lock()
         self._written_at = 0.0
         #: How many times the lease was found lost and the record registered again.
         self.reacquired = 0
+        #: How many times the record was found deleted under the live lease and written again.
+        self.restored = 0
 
     @property
     def record(self) -> Instance:
@@ -107,7 +115,7 @@ class Lease:
         if self.ttl is None:
             await self._revoked.wait()
             return
-        interval = self.ttl / 3
+        interval = self.ttl / 3 if self.check is None else min(self.ttl / 3, self.check)
         backoff = Backoff(base=0.1, cap=min(1.0, interval))
         outage = Outage(log, f"keepalive of {self.key} at {self._store.address}", "retrying")
         while not self.revoked:
@@ -118,6 +126,10 @@ class Lease:
                     await self.acquire()
                     self.reacquired += 1
                     log.info("registered %s again", self.key)
+                elif await self._store.get(self.key) is None and not self.revoked:
+                    log.warning("the record %s was deleted under its live lease; writing it again", self.key)
+                    await self._write(restore=True)
+                    self.restored += 1
                 elif self.heartbeat is not None and time.monotonic() - self._written_at >= self.heartbeat:
                     await self._write()
                 outage.recovered()
@@ -132,9 +144,11 @@ class Lease:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._revoked.wait(), delay)
 
-    async def _write(self) -> None:
+    async def _write(self, *, restore: bool = False) -> None:
+        """Rewrite the record; a missing one is `restore`d only where nobody else wrote it since, when exclusive."""
+        write = self._store.create if restore and self.exclusive else self._store.put
         async with self._writing:
-            await self._store.put(self.key, self._stamped(), self._lease_id)
+            await write(self.key, self._stamped(), self._lease_id)
 
     async def update(self, record: Instance) -> None:
         """Rewrite the record under the same lease (load, state, weight changes)."""

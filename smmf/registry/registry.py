@@ -17,14 +17,14 @@ from pydantic import ValidationError
 
 from ..admin import AdminAction, AdminState
 from ..errors import UsageError
-from ..instance import Instance, parse_record
+from ..instance import Instance, parse_record, report_invalid
 from .events import Delete, Put, Snapshot, WatchEvent
 from .keys import ADMIN, admin_key, instance_key, key_id, model_prefix
 from .lease import Lease
 from .store import Store
 from .watch import watch_prefix
 
-__all__ = ["Listing", "Registry"]
+__all__ = ["Listing", "Registry", "decode_record"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,20 @@ def _decode_admin(key: str, raw: bytes) -> AdminState | None:
     except (ValidationError, ValueError) as exc:
         log.warning("skipping invalid admin key %r: %s", key, exc.__class__.__name__)
         return None
+
+
+def decode_record(key: str, raw: bytes) -> Instance | None:
+    """A valid record stored at its own key, or None (and one warning).
+
+    A record's key is the only thing a delete names, so one whose model or id
+    disagrees with its key could outlive its key in a reader's cache, or pass
+    for another instance; it is refused.
+    """
+    record = parse_record(key, raw)
+    if record is not None and instance_key(record.model, record.id) != key:
+        report_invalid(key, raw, f"its key does not match its model {record.model!r} and id {record.id!r}")
+        return None
+    return record
 
 
 class Registry:
@@ -66,7 +80,13 @@ class Registry:
     # -- instances ---------------------------------------------------------
 
     async def register(
-        self, record: Instance, ttl: float | None, *, exclusive: bool = False, heartbeat: float | None = None
+        self,
+        record: Instance,
+        ttl: float | None,
+        *,
+        exclusive: bool = False,
+        heartbeat: float | None = None,
+        check: float | None = None,
     ) -> Lease:
         """Publish `record`; it lives while the returned lease is kept alive.
 
@@ -74,11 +94,12 @@ class Registry:
         keeps alive) that lives until `remove()`.  An `exclusive` record is
         written only where none is: `AlreadyRegistered` says another holder
         has that id.  The keepalive rewrites the record every `heartbeat`
-        seconds (default: the TTL) so its `alive_at` stays fresh.
+        seconds (default: the TTL) so its `alive_at` stays fresh, and writes
+        it again within `check` seconds (default: TTL/3) of its deletion.
         """
         if ttl is not None and ttl <= 0:
             raise UsageError("ttl must be positive seconds, or None for a persistent record")
-        lease = Lease(self.store, record, ttl, exclusive=exclusive, heartbeat=heartbeat)
+        lease = Lease(self.store, record, ttl, exclusive=exclusive, heartbeat=heartbeat, check=check)
         await lease.acquire()
         return lease
 
@@ -86,16 +107,16 @@ class Registry:
         """One record by model and id; None when there is none (or it does not validate)."""
         key = instance_key(model, instance_id)
         raw = await self.store.get(key)
-        return None if raw is None else parse_record(key, raw)
+        return None if raw is None else decode_record(key, raw)
 
     async def list(self, model: str | None = None) -> Listing:
         raw, revision = await self.store.list(model_prefix(model))
-        records = [rec for key, value in raw.items() if (rec := parse_record(key, value)) is not None]
+        records = [rec for key, value in raw.items() if (rec := decode_record(key, value)) is not None]
         return Listing(records, revision)
 
     def watch(self, model: str | None = None) -> AsyncGenerator[WatchEvent[Instance], None]:
         """A snapshot of the instances (of one model, or all), then their puts and deletes."""
-        return watch_prefix(self.store, model_prefix(model), parse_record)
+        return watch_prefix(self.store, model_prefix(model), decode_record)
 
     async def remove(self, instance_id: str) -> bool:
         """Delete a record by id whatever its lease, and its admin key; False when there was neither."""
@@ -131,6 +152,6 @@ class Registry:
             if instance_id is None:
                 yield event
             elif isinstance(event, Snapshot):
-                yield Snapshot({k: v for k, v in event.items.items() if k == instance_id}, event.revision)
+                yield Snapshot({k: v for k, v in event.items.items() if key_id(k) == instance_id}, event.revision)
             elif isinstance(event, Put | Delete) and event.id == instance_id:
                 yield event

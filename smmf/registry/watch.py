@@ -17,10 +17,9 @@ from contextlib import aclosing
 from typing import TypeVar
 
 from ..backoff import Backoff
-from ..errors import Compacted, RegistryUnavailable
+from ..errors import Compacted, RegistryDenied, RegistryUnavailable
 from ..outage import Outage
 from .events import Delete, Put, Snapshot, WatchEvent
-from .keys import key_id
 from .store import Store
 
 __all__ = ["Decoder", "difference", "watch_prefix"]
@@ -39,8 +38,8 @@ def _decode_all(raw: dict[str, bytes], decode: Decoder[T]) -> dict[str, T]:
 
 def difference(known: dict[str, T], current: dict[str, T], revision: int) -> list[WatchEvent[T]]:
     """The events that take a consumer holding `known` to `current` (both keyed by full key)."""
-    events: list[WatchEvent[T]] = [Delete(key_id(key), revision) for key in known.keys() - current.keys()]
-    events += [Put(key_id(key), item, revision) for key, item in current.items() if known.get(key) != item]
+    events: list[WatchEvent[T]] = [Delete(key, revision) for key in known.keys() - current.keys()]
+    events += [Put(key, item, revision) for key, item in current.items() if known.get(key) != item]
     return events
 
 
@@ -58,7 +57,7 @@ async def watch_prefix(
     while True:
         try:
             raw, revision = await store.list(prefix)
-        except RegistryUnavailable as exc:
+        except (RegistryUnavailable, RegistryDenied) as exc:
             outage.failed(exc.reason)
             await backoff.sleep()
             continue
@@ -66,7 +65,7 @@ async def watch_prefix(
         backoff.reset()
         current = _decode_all(raw, decode)
         if known is None:
-            yield Snapshot({key_id(key): item for key, item in current.items()}, revision)
+            yield Snapshot(current, revision)
         else:
             for event in difference(known, current, revision):
                 yield event
@@ -78,14 +77,14 @@ async def watch_prefix(
                     item = None if change.value is None else decode(change.key, change.value)
                     if item is None:
                         if known.pop(change.key, None) is not None:
-                            yield Delete(key_id(change.key), change.revision)
+                            yield Delete(change.key, change.revision)
                     else:
                         known[change.key] = item
-                        yield Put(key_id(change.key), item, change.revision)
+                        yield Put(change.key, item, change.revision)
             log.info("watch %s %s*: stream ended; listing again", store.address, prefix)
         except Compacted as exc:
             log.info("watch %s %s*: %s; listing again", store.address, prefix, exc)
-        except RegistryUnavailable as exc:
+        except (RegistryUnavailable, RegistryDenied) as exc:
             outage.failed(f"stream lost ({exc.reason})")
             await backoff.sleep()
         except Exception:

@@ -205,7 +205,9 @@ class Sidecar:
 
     async def _register(self) -> None:
         try:
-            self.lease = await self.registry.register(self.record(), self.config.ttl, exclusive=True)
+            self.lease = await self.registry.register(
+                self.record(), self.config.ttl, exclusive=True, check=self.config.probe_interval
+            )
         except RegistryUnavailable as exc:
             delay = self._register_backoff.next_delay()
             self._registry_outage.failed(exc.reason)

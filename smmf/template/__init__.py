@@ -9,7 +9,7 @@ template and its rendering, `extract` finds the answer in a response,
 
 from .call import TemplateCallError, call_template, prompt_from_messages, word_usage
 from .extract import ExtractError, extract, parse_path
-from .spec import PROMPT, HttpTemplate, RenderedRequest
+from .spec import PROMPT, HttpTemplate, RenderedRequest, TemplateInputError, check_http_url
 
 __all__ = [
     "PROMPT",
@@ -17,7 +17,9 @@ __all__ = [
     "HttpTemplate",
     "RenderedRequest",
     "TemplateCallError",
+    "TemplateInputError",
     "call_template",
+    "check_http_url",
     "extract",
     "parse_path",
     "prompt_from_messages",

@@ -38,14 +38,12 @@ async def call_template(
     model: str,
     temperature: float | None,
     timeout: float = 60.0,
+    api_key: str | None = None,
 ) -> str:
     """Render, send and extract: the answer text, or `TemplateCallError` / `ExtractError`."""
     import aiohttp
 
-    try:
-        request = template.render(prompt, model=model, temperature=temperature)
-    except KeyError as exc:
-        raise TemplateCallError(None, str(exc.args[0])) from None
+    request = template.render(prompt, model=model, temperature=temperature, api_key=api_key)
     body: dict[str, Any] = {}
     if isinstance(request.body, str):
         body["data"] = request.body

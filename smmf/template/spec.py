@@ -12,16 +12,34 @@ from __future__ import annotations
 import os
 import re
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .extract import parse_path
 
-__all__ = ["PROMPT", "HttpTemplate", "RenderedRequest"]
+__all__ = ["PROMPT", "HttpTemplate", "RenderedRequest", "TemplateInputError", "check_http_url"]
 
 PROMPT = "{USER_PROMPT}"
 _PLACEHOLDER = re.compile(r"\{(USER_PROMPT|MODEL_TEMPERATURE|MODEL_NAME)\}")
+
+
+class TemplateInputError(ValueError):
+    """The caller's input cannot be put into this template (a line break into a header, say): the caller's fault."""
+
+
+def check_http_url(value: str, what: str) -> str:
+    """`value` if it is an absolute http(s) URL with a host; else ValueError naming `what`.
+
+    Records are written by whoever can write the registry: a `file:` or
+    `unix:` URL there must never reach a client's HTTP stack.
+    """
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an http:// or https:// URL with a host")
+    if _PLACEHOLDER.search(parts.netloc):
+        raise ValueError(f"{what} must not take its host from a placeholder")
+    return value
 
 
 class RenderedRequest(BaseModel):
@@ -64,8 +82,14 @@ class HttpTemplate(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     body: Any = None
     response_extract: str = ""
-    #: Environment variable holding an API key, sent as `Authorization: Bearer <key>`; never the key itself.
+    #: Which credential the API needs: the name of an environment variable, never the key itself.  A
+    #: client sends it only where its own configuration binds that variable to the URL's host.
     api_key_env: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_http_url(value, "the URL template")
 
     @field_validator("method")
     @classmethod
@@ -84,16 +108,33 @@ class HttpTemplate(BaseModel):
             raise ValueError(f"the request template must contain {PROMPT} in its URL, headers or body")
         return self
 
-    def render(self, prompt: str, *, model: str, temperature: float | None) -> RenderedRequest:
+    def environment_key(self) -> str | None:
+        """The key named by `api_key_env`, read from this process's environment.
+
+        Only for a template this process's own operator configured (the
+        template worker's command line).  A template read from a registry
+        record never gets here: the client binds keys to hosts itself (see
+        `smmf.client.trust`).
+        """
+        if not self.api_key_env:
+            return None
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            raise KeyError(f"environment variable {self.api_key_env} (the API key) is not set")
+        return key
+
+    def render(
+        self, prompt: str, *, model: str, temperature: float | None, api_key: str | None = None
+    ) -> RenderedRequest:
+        """The request to send; `api_key`, when given, goes in `Authorization: Bearer` unless a header sets it."""
         values = {"USER_PROMPT": prompt, "MODEL_NAME": model, "MODEL_TEMPERATURE": temperature}
         text_values = {k: "" if v is None else str(v) for k, v in values.items()}
         url_values = {k: quote(v, safe="") for k, v in text_values.items()}
         headers = {k: str(_fill(v, text_values)) for k, v in self.headers.items()}
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise KeyError(f"environment variable {self.api_key_env} (the API key) is not set")
-            headers.setdefault("Authorization", f"Bearer {key}")
+        if any("\r" in v or "\n" in v for v in headers.values()):
+            raise TemplateInputError("the prompt goes into an HTTP header here, and a header cannot hold a line break")
+        if api_key:
+            headers.setdefault("Authorization", f"Bearer {api_key}")
         return RenderedRequest(
             method=self.method,
             url=_PLACEHOLDER.sub(lambda m: url_values[m.group(1)], self.url),

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from smmf.instance import Instance
 from smmf.registry import Delete, Lease, Put, Registry, Snapshot, WatchEvent, open_registry
+from smmf.registry.keys import key_id
 
 T = TypeVar("T")
 
@@ -56,7 +57,7 @@ class Mirror:
             self.events.append(event)
             if isinstance(event, Snapshot):
                 self.snapshots += 1
-                self.items = dict(event.items)
+                self.items = {key_id(key): value for key, value in event.items.items()}
             elif isinstance(event, Put):
                 self.items[event.id] = event.value
             elif isinstance(event, Delete):

@@ -15,9 +15,9 @@ def test_the_difference_puts_what_changed_and_deletes_what_went() -> None:
     current = {"instances/m/a": 1, "instances/m/b": 20, "instances/m/d": 4}
     events = difference(known, current, revision=9)
     assert set(map(repr, events)) == {
-        repr(Delete("c", 9)),
-        repr(Put("b", 20, 9)),
-        repr(Put("d", 4, 9)),
+        repr(Delete("instances/m/c", 9)),
+        repr(Put("instances/m/b", 20, 9)),
+        repr(Put("instances/m/d", 4, 9)),
     }
 
 

@@ -7,6 +7,7 @@ without a process.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -114,10 +115,10 @@ async def test_a_final_error_is_not_retried(cache: InstanceCache) -> None:
 async def test_the_retry_budget_caps_retries(cache: InstanceCache) -> None:
     transport = ScriptedTransport(dict.fromkeys("abc", refused))
     router = Router(cache, transport, "round_robin", max_retries=2)
-    router.budget = RetryBudget(ratio=0.2, reserve=1.0)
+    router.budget = RetryBudget(ratio=0.2, floor=0.1, window=10)
     with pytest.raises(APIConnectionError):
         await router.send(request())
-    assert len(transport.attempts) == 2, "the reserve paid for one retry"
+    assert len(transport.attempts) == 2, "the floor paid for one retry"
     transport.attempts.clear()
     with pytest.raises(APIConnectionError):
         await router.send(request())
@@ -125,11 +126,26 @@ async def test_the_retry_budget_caps_retries(cache: InstanceCache) -> None:
 
 
 def test_the_budget_earns_a_fifth_of_a_retry_per_request() -> None:
-    budget = RetryBudget(ratio=0.2, reserve=1.0)
+    budget = RetryBudget(ratio=0.2, floor=0.1, window=10)
     assert budget.withdraw() and not budget.withdraw()
     for _ in range(5):
         budget.deposit()
     assert budget.withdraw() and not budget.withdraw()
+
+
+def test_the_default_budget_retries_a_crashed_instance_s_whole_queue() -> None:
+    """Issue 12, finding 7: a worker killed with 13 requests in flight, and the budget paid for 10 retries only."""
+    budget = RetryBudget()
+    for _ in range(13):
+        budget.deposit()
+    assert all(budget.withdraw() for _ in range(13))
+
+
+async def test_spent_retries_age_out_of_the_window() -> None:
+    budget = RetryBudget(ratio=0.0, floor=1.0, window=1)
+    assert budget.withdraw() and not budget.withdraw()
+    await asyncio.sleep(1.1)
+    assert budget.withdraw()
 
 
 async def test_an_instance_that_sent_retry_after_cools_down(cache: InstanceCache) -> None:
