@@ -24,9 +24,10 @@ def sdk(worker: SmmfProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{worker.url}/v1", api_key="unused", max_retries=0, timeout=30)
 
 
-def raw(method: str, url: str, body: bytes | None = None) -> tuple[int, dict]:
+def raw(method: str, url: str, body: bytes | None = None, **headers: str) -> tuple[int, dict]:
     """One HTTP request without any SDK: status and JSON body, errors included."""
-    request = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"} | {k.replace("_", "-"): v for k, v in headers.items()}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return reply.status, json.loads(reply.read())
@@ -107,6 +108,36 @@ def test_bad_input_gets_openai_errors(sim: SmmfProcess) -> None:
     status, body = raw("GET", f"{sim.url}/v1/nothing-here")
     assert status == 404 and "error" in body
     assert "Traceback" not in sim.log()
+
+
+def test_hostile_bodies_get_400s_not_tracebacks(sim: SmmfProcess) -> None:
+    """Issue 12, finding 8: each of these was a 500 with a traceback in the worker's log."""
+    url = f"{sim.url}/v1/chat/completions"
+    surrogate = b'{"model": "sim-llm", "messages": [{"role": "user", "content": "\\ud800"}]}'
+    deep = b'{"model": "sim-llm", "x": ' + b"[" * 5000 + b"]" * 5000 + b', "messages": []}'
+    digits = (
+        b'{"model": "sim-llm", "max_tokens": ' + b"9" * 5001 + b', "messages": [{"role": "user", "content": "hi"}]}'
+    )
+    for name, body, headers in [
+        ("lone surrogate", surrogate, {}),
+        ("deep nesting", deep, {}),
+        ("5001 digits", digits, {}),
+        ("broken deflate", b"garbage", {"Content_Encoding": "deflate"}),
+    ]:
+        status, reply = raw("POST", url, body, **headers)
+        assert status == 400, (name, status, reply)
+        assert reply["error"]["type"] == "invalid_request_error", name
+    with pytest.raises(openai.BadRequestError, match="at most 32768") as big:
+        sdk(sim).chat.completions.create(model="sim-llm", messages=MESSAGES, max_tokens=10**9)
+    assert big.value.body["param"] == "max_tokens"  # type: ignore[index]
+    assert "Traceback" not in sim.log()
+
+
+def test_max_tokens_has_a_configurable_ceiling(start_worker: StartWorker) -> None:
+    worker = start_worker("sim", "--model", "m", "--max-tokens-limit", "16")
+    assert sdk(worker).completions.create(model="m", prompt="x", max_tokens=16).usage.completion_tokens == 16  # type: ignore[union-attr]
+    with pytest.raises(openai.BadRequestError, match="at most 16"):
+        sdk(worker).completions.create(model="m", prompt="x", max_tokens=17)
 
 
 def test_body_over_the_limit_is_413(start_worker: StartWorker) -> None:

@@ -89,6 +89,17 @@ async def test_template_upstream_errors_are_mapped(start_worker: StartWorker, up
         await client.chat.completions.create(model="tpl", messages=[{"role": "user", "content": "fail 500"}])
 
 
+async def test_a_line_break_bound_for_a_header_is_the_caller_s_400(
+    start_worker: StartWorker, upstream: Upstream
+) -> None:
+    """Issue 12, finding 8: it was refused, but as a 500 with a traceback."""
+    args = [*template_args(upstream), "--header", "X-Question:{USER_PROMPT}"]
+    worker = start_worker("template", *args, env={"TPL_KEY": "k"})
+    with pytest.raises(openai.BadRequestError, match="line break"):
+        await sdk(worker).chat.completions.create(model="tpl", messages=[{"role": "user", "content": "a\r\nX-Evil: 1"}])
+    assert upstream.seen == [] and "Traceback" not in worker.log()
+
+
 def test_template_without_prompt_placeholder_is_refused() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "smmf.cli", "worker", "template", "--model", "t", "--url-template", "http://127.0.0.1:9/x",
@@ -150,6 +161,9 @@ async def test_proxy_maps_upstream_errors(proxy: SmmfProcess) -> None:
     with pytest.raises(openai.InternalServerError, match="credentials") as denied:
         await ask("fail 401")
     assert denied.value.status_code == 502, "a worker with a bad key is the worker's fault, not the caller's"
+    assert SECRET not in denied.value.message and "[redacted]" in denied.value.message, (
+        "the echoed key is not passed on"
+    )
     with pytest.raises(openai.RateLimitError) as limited:
         await ask("fail 429")
     assert limited.value.response.headers["Retry-After"] == "7"

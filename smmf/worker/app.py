@@ -9,7 +9,7 @@ that is still a proper error status a client can retry elsewhere.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,13 +25,17 @@ from .admission import Admission
 from .backends import Backend
 from .error_responses import bad_request, body_of, http_response, model_not_found, server_error
 from .metrics import CONTENT_TYPE, WorkerMetrics
-from .requests import ChatRequest, CompletionRequest, Delta, EmbeddingRequest, parse
+from .requests import ChatRequest, CompletionRequest, Delta, EmbeddingRequest, parse, parse_json
 
-__all__ = ["DEFAULT_MAX_BODY", "Worker"]
+__all__ = ["BODY_TIMEOUT", "DEFAULT_MAX_BODY", "DEFAULT_MAX_TOKENS", "Worker"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
+#: Ceiling on `max_tokens` when neither the operator nor the engine gives one.
+DEFAULT_MAX_TOKENS = 32768
+#: Seconds a request body may take to arrive whole: a half-sent body must not hold a connection forever.
+BODY_TIMEOUT = 30.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 R = TypeVar("R", ChatRequest, CompletionRequest, EmbeddingRequest)
@@ -48,10 +52,12 @@ class Worker:
         max_concurrency: int = 4,
         max_queue: int = 64,
         max_body_bytes: int = DEFAULT_MAX_BODY,
+        max_tokens: int | None = None,
     ) -> None:
         self.backend = backend
         self.model = model
         self.max_body_bytes = max_body_bytes
+        self._max_tokens = max_tokens
         self.admission = Admission(max_concurrency, max_queue)
         self.metrics = WorkerMetrics(model, backend.name, self.admission)
         self.ready = False
@@ -125,15 +131,41 @@ class Worker:
         response.headers["Content-Type"] = CONTENT_TYPE
         return response
 
+    @property
+    def max_tokens(self) -> int:
+        """The largest `max_tokens` a request may ask for: one request must not hold a slot for ever."""
+        return self._max_tokens or self.backend.context_length or DEFAULT_MAX_TOKENS
+
     # -- requests ----------------------------------------------------------
 
-    async def _body(self, request: web.Request, model: type[R], route: Route) -> R:
-        raw = await request.read()
+    async def _read(self, request: web.Request) -> bytes:
+        """The whole body; one that is late or cannot be decoded is a 4xx, and its connection is closed.
+
+        What is left of such a body on the connection is unknown, so it is not
+        read on (aiohttp would, and log the decoding error a second time).
+        """
         try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise bad_request(f"The request body is not valid JSON: {exc}.") from None
-        parsed = parse(model, data)
+            return await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+        except TimeoutError:
+            self._abandon(request)
+            message = f"The request body did not arrive within {BODY_TIMEOUT:g}s."
+            raise ErrorResponse(408, message, code="timeout") from None
+        except web.RequestPayloadError as exc:  # a body aiohttp cannot decode (a broken deflate stream, say)
+            self._abandon(request)
+            raise bad_request(f"The request body could not be read: {exc}.") from None
+
+    @staticmethod
+    def _abandon(request: web.Request) -> None:
+        """Stop reading this body, and close the connection once the answer is sent."""
+        request.content.feed_eof()
+        request.protocol.close()
+
+    async def _body(self, request: web.Request, model: type[R], route: Route) -> R:
+        parsed = parse(model, parse_json(await self._read(request)))
+        limit = getattr(parsed, "token_limit", None)
+        if limit is not None and limit > self.max_tokens:
+            message = f"max_tokens is {limit}; this worker allows at most {self.max_tokens}."
+            raise bad_request(message, param="max_tokens")
         if parsed.model != self.model:
             raise model_not_found(parsed.model, self.model)
         if route not in self.backend.routes:

@@ -10,7 +10,7 @@ import argparse
 
 from ..errors import ConfigurationError
 from .admission import Admission
-from .app import DEFAULT_MAX_BODY, Worker
+from .app import DEFAULT_MAX_BODY, DEFAULT_MAX_TOKENS, Worker
 from .backends import Backend
 
 __all__ = ["StrictParser", "add_worker_arguments", "backend_from_args", "port", "worker_from_args"]
@@ -34,6 +34,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser, backend: type[Backend]
     parser.add_argument("--max-concurrency", type=int, default=4, help="generations running at once")
     parser.add_argument("--max-queue", type=int, default=64, help="requests waiting; beyond that, 429")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY, help="larger bodies get 413")
+    parser.add_argument(
+        "--max-tokens-limit", type=int, metavar="N",
+        help=f"largest max_tokens a request may ask (default: the model's context, else {DEFAULT_MAX_TOKENS})",
+    )  # fmt: skip
     backend.add_arguments(parser)
     parser.set_defaults(backend_class=backend)
 
@@ -52,6 +56,7 @@ def worker_from_args(args: argparse.Namespace) -> Worker:
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
+        max_tokens=args.max_tokens_limit,
     )
 
 

@@ -7,6 +7,7 @@ OpenAI-compatible servers do, so newer SDKs keep working.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -15,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..wire.responses import Usage
 from .error_responses import bad_request
 
-__all__ = ["ChatRequest", "CompletionRequest", "Delta", "EmbeddingRequest", "Message", "parse"]
+__all__ = ["ChatRequest", "CompletionRequest", "Delta", "EmbeddingRequest", "Message", "parse", "parse_json"]
 
 
 class _Request(BaseModel):
@@ -120,6 +121,29 @@ class EmbeddingRequest(_Request):
     @property
     def texts(self) -> list[str]:
         return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON, or a 400 saying what is wrong with it.
+
+    Python's parser accepts more than a worker can serve: nesting deep enough
+    to exhaust the stack, integers of thousands of digits, and escaped lone
+    surrogates (`"\\ud800"`) that fail later, in a tokenizer or on the way
+    out.  Each of those is the caller's mistake, and a 400 here.
+    """
+    try:
+        data = json.loads(raw)
+    except RecursionError:
+        raise bad_request("The request body is nested too deeply.") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.") from None
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise bad_request("The request body contains text that is not valid Unicode (a lone surrogate).") from None
+    except RecursionError:
+        raise bad_request("The request body is nested too deeply.") from None
+    return data
 
 
 def parse(model: type[_Request], data: Any) -> Any:

@@ -57,20 +57,24 @@ class Upstream:
         return body
 
     @staticmethod
-    def _failure(text: str) -> web.Response | None:
+    def _failure(text: str, request: web.Request) -> web.Response | None:
+        """The failure a prompt asks for; a 401 echoes the key it got, as careless APIs do."""
         match = re.search(r"fail (\d{3})", text)
         if not match:
             return None
         status = int(match.group(1))
         headers = {"Retry-After": "7"} if status == 429 else {}
-        error = {"error": {"message": f"upstream says {status}", "type": "test", "code": None, "param": None}}
+        message = f"upstream says {status}"
+        if status == 401:
+            message += f": bad key {request.headers.get('Authorization')}"
+        error = {"error": {"message": message, "type": "test", "code": None, "param": None}}
         return web.json_response(error, status=status, headers=headers)
 
     async def generate(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
         chat = request.path.endswith("chat/completions")
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
-        if failure := self._failure(str(prompt)):
+        if failure := self._failure(str(prompt), request):
             return failure
         usage = {"prompt_tokens": 11, "completion_tokens": len(WORDS), "total_tokens": 11 + len(WORDS)}
         if not body.get("stream"):
@@ -107,7 +111,7 @@ class Upstream:
 
     async def template(self, request: web.Request) -> web.Response:
         body = await self._record(request)
-        if failure := self._failure(body["query"]["text"]):
+        if failure := self._failure(body["query"]["text"], request):
             return failure
         answer = f"echo: {body['query']['text']}"
         return web.json_response({"data": {"items": [{"attributes": {"answer": answer}}, {"attributes": {}}]}})

@@ -30,6 +30,8 @@ class Backend:
     kind: Kind = Kind.LLM
     #: The API routes this engine serves; the others answer 400.
     routes: frozenset[Route] = frozenset({"chat", "completions"})
+    #: The model's context window in tokens, when the engine knows it: the default ceiling on `max_tokens`.
+    context_length: int | None = None
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

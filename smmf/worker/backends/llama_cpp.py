@@ -53,6 +53,7 @@ class LlamaCppBackend(Backend):
     ) -> None:
         self.model_path = model_path
         self.n_ctx = n_ctx
+        self.context_length = n_ctx
         self.threads = threads
         self.embedding = embedding
         self.chat_format = check_format(chat_format)

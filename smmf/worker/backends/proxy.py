@@ -43,6 +43,7 @@ class ProxyBackend(Backend):
             raise ConfigurationError(f"--upstream-url must be an http(s) URL, got {upstream_url!r}")
         self.upstream_url = upstream_url.rstrip("/")
         self.api_key_env = api_key_env
+        self._key: str | None = None
         self.upstream_model = upstream_model
         self.timeout = timeout
         self.kind = kind
@@ -69,6 +70,7 @@ class ProxyBackend(Backend):
                     f"--api-key-env names {self.api_key_env}, but that environment variable is not set"
                 )
             headers["Authorization"] = f"Bearer {key}"
+            self._key = key
         self._session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout))
 
     async def close(self) -> None:
@@ -92,7 +94,7 @@ class ProxyBackend(Backend):
             text = await reply.text()
             retry_after = parse_retry_after(reply.headers.get("Retry-After"))
             reply.release()
-            raise upstream_failure(reply.status, text, retry_after)
+            raise upstream_failure(reply.status, text, retry_after, sent=self._key)
         return reply
 
     async def generate(self, request: ChatRequest | CompletionRequest) -> AsyncIterator[Delta]:

@@ -16,12 +16,13 @@ from ...template import (
     ExtractError,
     HttpTemplate,
     TemplateCallError,
+    TemplateInputError,
     call_template,
     prompt_from_messages,
     word_usage,
 )
 from ...template.options import add_template_arguments, template_from_args
-from ..error_responses import upstream_error
+from ..error_responses import bad_request, upstream_error
 from ..requests import ChatRequest, CompletionRequest, Delta
 from .base import Backend
 from .upstream_errors import upstream_failure
@@ -57,16 +58,26 @@ class TemplateBackend(Backend):
         if self._session is not None:
             await self._session.close()
 
+    def _key(self) -> str | None:
+        """This worker's own key: its operator named the variable on its command line."""
+        try:
+            return self.template.environment_key()
+        except KeyError as exc:
+            raise upstream_failure(None, str(exc.args[0])) from None
+
     async def generate(self, request: ChatRequest | CompletionRequest) -> AsyncIterator[Delta]:
         assert self._session is not None
         prompt = prompt_text(request)
+        key = self._key()
         try:
             answer = await call_template(
                 self._session, self.template, prompt,
-                model=request.model, temperature=request.temperature, timeout=self.timeout,
+                model=request.model, temperature=request.temperature, timeout=self.timeout, api_key=key,
             )  # fmt: skip
+        except TemplateInputError as exc:
+            raise bad_request(str(exc)) from None
         except TemplateCallError as exc:
-            raise upstream_failure(exc.status, exc.message, exc.retry_after) from None
+            raise upstream_failure(exc.status, exc.message, exc.retry_after, sent=key) from None
         except ExtractError as exc:
             raise upstream_error(502, str(exc)) from None
         yield Delta(answer, "stop", word_usage(prompt, answer))

@@ -23,8 +23,16 @@ def _message(text: str) -> str:
     return message if message is not None else text.strip()[:300] or "(empty body)"
 
 
-def upstream_failure(status: int | None, text: str, retry_after: float | None = None) -> ErrorResponse:
-    """The error to answer with; `status` None means the upstream could not be reached (`text` says why)."""
+def upstream_failure(
+    status: int | None, text: str, retry_after: float | None = None, *, sent: str | None = None
+) -> ErrorResponse:
+    """The error to answer with; `status` None means the upstream could not be reached (`text` says why).
+
+    `sent` is the key this worker sent upstream: an upstream that echoes what
+    it got (many do, in a 401) must not hand it to every caller.
+    """
+    if sent:
+        text = text.replace(sent, "[redacted]")
     if status is None:
         return upstream_error(502, f"The upstream could not be reached: {text}")
     message = _message(text)
