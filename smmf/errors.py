@@ -6,6 +6,7 @@
     │   └── UnsupportedRegistry  a registry URL no driver understands
     ├── RegistryError            the registry failed or refused
     │   ├── RegistryUnavailable  it could not be reached (the message names the address)
+    │   ├── RegistryDenied       it refused these credentials, or what they ask to do
     │   ├── Compacted            the history a watch asked for is gone (watches handle it themselves)
     │   ├── LeaseNotFound        a write named a lease that expired or was revoked
     │   ├── AlreadyRegistered    another holder's record has this id
@@ -39,6 +40,7 @@ __all__ = [
     "ModelLoadError",
     "NoInstanceAvailable",
     "NotConfirmed",
+    "RegistryDenied",
     "RegistryError",
     "RegistryUnavailable",
     "SmmfError",
@@ -82,6 +84,15 @@ class RegistryUnavailable(RegistryError):
         self.address = address
         self.reason = reason
         super().__init__(f"registry {address} is unavailable: {reason}")
+
+
+class RegistryDenied(RegistryError):
+    """The registry refused the credentials, or the operation they ask for; never names a secret."""
+
+    def __init__(self, address: str, reason: str) -> None:
+        self.address = address
+        self.reason = reason
+        super().__init__(f"registry {address} refused: {reason}")
 
 
 class Compacted(RegistryError):

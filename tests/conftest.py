@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,8 +39,8 @@ def start_etcd(tmp_path: Path) -> Iterator[Callable[..., EtcdCluster]]:
     """Start a private etcd cluster for a test that stops or kills members; all are stopped at teardown."""
     clusters: list[EtcdCluster] = []
 
-    def start(size: int = 1, client_ports: list[int] | None = None) -> EtcdCluster:
-        cluster = EtcdCluster(tmp_path / f"etcd{len(clusters)}", size, client_ports)
+    def start(size: int = 1, client_ports: list[int] | None = None, **options: Any) -> EtcdCluster:
+        cluster = EtcdCluster(tmp_path / f"etcd{len(clusters)}", size, client_ports, **options)
         clusters.append(cluster)
         return cluster.start()
 

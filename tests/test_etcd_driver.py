@@ -10,7 +10,7 @@ from collections.abc import Callable
 import aetcd
 import pytest
 
-from smmf.registry import Put, RegistryUnavailable, Snapshot, open_registry
+from smmf.registry import AdminAction, Put, RegistryUnavailable, Snapshot, open_registry
 from tests.support.etcd import EtcdCluster, EtcdMember, free_port
 from tests.support.helpers import Mirror, eventually, held_and_watched, next_event, record
 
@@ -34,7 +34,7 @@ async def test_watch_recovers_after_compaction_past_its_revision(etcd: EtcdClust
 
         watch = registry.watch()
         snap = await next_event(watch)  # listed at revision R; the etcd watch from R+1 is not created yet
-        assert isinstance(snap, Snapshot) and set(snap.items) == {keep.id, drop.id}
+        assert isinstance(snap, Snapshot) and snap.ids == {keep.id, drop.id}
 
         added = record()
         await registry.register(added, ttl=None)
@@ -99,6 +99,27 @@ async def test_cluster_keeps_working_when_a_member_is_lost(start_etcd: StartEtcd
         await asyncio.sleep(TTL * 1.5)
         assert {r.id for r in (await held.watcher.list()).records} == {held.record.id, second.id}
         assert held.lease.reacquired == 0, "the lease lives in the cluster, not in one member"
+
+
+async def test_a_hung_member_costs_a_watch_a_few_seconds_not_its_sight(start_etcd: StartEtcd) -> None:
+    """Issue 12, finding 2: with the first member SIGSTOPped, watches neither failed nor progressed, for a minute."""
+    cluster = start_etcd(size=3)
+    hung = cluster.members[0]
+    others = "etcd://" + ",".join(m.endpoint for m in cluster.members[1:]) + "/hung"
+    async with held_and_watched(cluster.url("/hung"), TTL) as held, open_registry(others) as operator:
+        admin = Mirror(held.watcher.watch_admin(held.record.id))
+        await eventually(lambda: _snapshot_seen(admin), 10)
+        assert hung.proc is not None
+        hung.proc.send_signal(signal.SIGSTOP)
+        try:
+            newcomer = record()
+            await operator.register(newcomer, TTL * 5)
+            await operator.put_admin(held.record.id, AdminAction.OFFLINE)
+            await eventually(lambda: held.mirror.holds(newcomer.id), 20)
+            await eventually(lambda: admin.holds(held.record.id), 20)
+            await admin.close()
+        finally:
+            hung.proc.send_signal(signal.SIGCONT)
 
 
 async def test_unreachable_etcd(start_etcd: StartEtcd) -> None:

@@ -54,13 +54,27 @@ def _file(url: str) -> Store:
     elif not directory.is_dir():
         raise UnsupportedRegistry(f"{url}: the directory {directory} does not exist (a mistyped path?)")
     query = parse_qs(qs)
+    _options(url, query, {"poll", "history"})
     poll = _query_float(url, query, "poll", DEFAULT_POLL)
     history = int(_query_float(url, query, "history", DEFAULT_HISTORY))
     return FileStore(path, poll=poll, history=history)
 
 
+def _options(url: str, query: dict[str, list[str]], known: set[str]) -> None:
+    """Refuse query parameters the driver does not read: a mistyped `cacert=` must not mean plaintext."""
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise UnsupportedRegistry(
+            f"{url}: unknown option {', '.join(unknown)}; this registry takes {', '.join(sorted(known))}"
+        )
+
+
+def _one(query: dict[str, list[str]], name: str) -> str | None:
+    return query[name][-1] if name in query else None
+
+
 def _etcd(url: str) -> Store:
-    from .drivers.etcd import EtcdStore
+    from .drivers.etcd import EtcdSecurity, EtcdStore
 
     parts = urlsplit(url)
     endpoints = []
@@ -71,8 +85,11 @@ def _etcd(url: str) -> Store:
         endpoints.append((host.strip("[]"), int(port)))
     if not endpoints:
         raise UnsupportedRegistry(f"{url}: no etcd endpoint given, e.g. etcd://127.0.0.1:2379/smmf")
-    timeout = _query_float(url, parse_qs(parts.query), "timeout", 3.0)
-    return EtcdStore(endpoints, parts.path.rstrip("/") or "/smmf", timeout=timeout)
+    query = parse_qs(parts.query)
+    _options(url, query, {"timeout", "user_env", "password_env", "cacert", "cert", "key"})
+    timeout = _query_float(url, query, "timeout", 3.0)
+    security = EtcdSecurity(*(_one(query, name) for name in ("user_env", "password_env", "cacert", "cert", "key")))
+    return EtcdStore(endpoints, parts.path.rstrip("/") or "/smmf", timeout=timeout, security=security)
 
 
 DRIVERS: dict[str, Callable[[str], Store]] = {
@@ -89,7 +106,14 @@ def open_registry(url: str | None = None) -> Registry:
     at start-up is reported by the call that needs it, with its address.
     """
     url = url or default_url()
-    scheme = urlsplit(url).scheme
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        where = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+        raise UnsupportedRegistry(
+            f"{where}: credentials do not go in a registry URL, where logs and process lists show them; "
+            "name the environment variables that hold them (for etcd: ?user_env=VAR&password_env=VAR)"
+        )
+    scheme = parts.scheme
     driver = DRIVERS.get(scheme)
     if driver is None:
         supported = ", ".join(f"{name}://" for name in DRIVERS)

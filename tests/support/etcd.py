@@ -8,15 +8,19 @@ again to test recovery.
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
 from smmf.sidecar.child import dying_with_parent
+from tests.support.pki import Pki
 
 
 def free_port() -> int:
@@ -26,8 +30,19 @@ def free_port() -> int:
 
 
 class EtcdMember:
-    def __init__(self, name: str, data_dir: Path, client_port: int, peer_port: int, initial_cluster: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        client_port: int,
+        peer_port: int,
+        initial_cluster: str,
+        pki: Pki | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.name = name
+        self.pki = pki
+        self.extra = extra
         self.data_dir = data_dir
         self.client_port = client_port
         self.peer_port = peer_port
@@ -43,7 +58,7 @@ class EtcdMember:
         binary = shutil.which("etcd")
         if binary is None:
             raise RuntimeError("the etcd binary is missing: install the etcd-server package (make test does)")
-        client_url = f"http://{self.endpoint}"
+        client_url = f"{'https' if self.pki else 'http'}://{self.endpoint}"
         peer_url = f"http://127.0.0.1:{self.peer_port}"
         args = [
             binary,
@@ -59,7 +74,13 @@ class EtcdMember:
             "--heartbeat-interval", "50",
             "--election-timeout", "500",
             "--log-level", "warn",
+            *self.extra,
         ]  # fmt: skip
+        if self.pki is not None:
+            args += [
+                "--cert-file", str(self.pki.cert("server")), "--key-file", str(self.pki.key("server")),
+                "--trusted-ca-file", str(self.pki.ca), "--client-cert-auth",
+            ]  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
         self.proc = subprocess.Popen(dying_with_parent(args), stdout=log, stderr=subprocess.STDOUT)
@@ -68,13 +89,17 @@ class EtcdMember:
     def wait_ready(self, timeout: float = 20.0) -> None:
         """Poll /health until the member answers with a leader elected."""
         deadline = time.monotonic() + timeout
-        url = f"http://{self.endpoint}/health"
+        url = f"{'https' if self.pki else 'http'}://{self.endpoint}/health"
+        context = None
+        if self.pki is not None:
+            context = ssl.create_default_context(cafile=self.pki.ca)
+            context.load_cert_chain(self.pki.cert("client"), self.pki.key("client"))
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 log_tail = self.log_path.read_text()[-2000:]
                 raise RuntimeError(f"etcd {self.name} exited with {self.proc.returncode}: {log_tail}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as reply:
+                with urllib.request.urlopen(url, timeout=1, context=context) as reply:
                     if b'"health":"true"' in reply.read():
                         return
             except OSError:
@@ -99,12 +124,20 @@ class EtcdMember:
 class EtcdCluster:
     """`size` members on loopback; `url(prefix)` names all of them for smmf."""
 
-    def __init__(self, base_dir: Path, size: int = 1, client_ports: list[int] | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        size: int = 1,
+        client_ports: list[int] | None = None,
+        pki: Pki | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         clients = client_ports or [free_port() for _ in range(size)]
         ports = [(client, free_port()) for client in clients]
         initial = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
         self.members = [
-            EtcdMember(f"m{i}", base_dir / f"m{i}", client, peer, initial) for i, (client, peer) in enumerate(ports)
+            EtcdMember(f"m{i}", base_dir / f"m{i}", client, peer, initial, pki, extra)
+            for i, (client, peer) in enumerate(ports)
         ]
 
     def start(self) -> EtcdCluster:
@@ -125,3 +158,37 @@ class EtcdCluster:
 
     def url(self, prefix: str = "/smmf") -> str:
         return "etcd://" + ",".join(m.endpoint for m in self.members) + prefix
+
+
+def _gateway(member: EtcdMember, path: str, body: dict[str, object]) -> None:
+    """One call to etcd's JSON gateway (the v3 API over HTTP), as etcdctl would make it over gRPC."""
+    request = urllib.request.Request(
+        f"http://{member.endpoint}/v3/{path}", data=json.dumps(body).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        reply.read()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def enable_auth(member: EtcdMember, prefix: str, users: dict[str, tuple[str, str]]) -> None:
+    """Turn on etcd's auth with a root user and `users` {name: (password, "READ" | "READWRITE")} on `prefix`.
+
+    The roles are those the README advises: one per kind of access, on the
+    smmf prefix's key range only.
+    """
+    start = prefix.rstrip("/") + "/"
+    end = start[:-1] + chr(ord("/") + 1)
+    _gateway(member, "auth/user/add", {"name": "root", "password": "root-test-only"})
+    _gateway(member, "auth/role/add", {"name": "root"})
+    _gateway(member, "auth/user/grant", {"user": "root", "role": "root"})
+    for name, (password, access) in users.items():
+        role = f"smmf-{name}"
+        _gateway(member, "auth/role/add", {"name": role})
+        permission = {"permType": access, "key": _b64(start), "range_end": _b64(end)}
+        _gateway(member, "auth/role/grant", {"name": role, "perm": permission})
+        _gateway(member, "auth/user/add", {"name": name, "password": password})
+        _gateway(member, "auth/user/grant", {"user": name, "role": role})
+    _gateway(member, "auth/enable", {})

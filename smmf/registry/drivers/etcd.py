@@ -1,5 +1,11 @@
 """`etcd://host:port[,host:port...]/prefix` — etcd v3 through `aetcd`.
 
+Access control is etcd's own: `?user_env=VAR&password_env=VAR` names the
+environment variables holding a user and password (never the URL, whose
+`user:pass@` form is refused), and `?cacert=&cert=&key=` are the TLS files,
+named as etcdctl names them.  With `cacert` the channel is TLS; with `cert`
+and `key` too, the client proves itself by certificate.
+
 Keys live at `<prefix>/instances/<model>/<id>` under real etcd leases, and
 watches are native etcd watches resumed from the listed revision.
 
@@ -14,9 +20,14 @@ re-registration and watch resync.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
+
+import grpc
 
 try:
     import aetcd
@@ -24,7 +35,14 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("the etcd registry driver needs the etcd extra: pip install 'smmf[etcd]'") from exc
 
-from ...errors import AlreadyRegistered, Compacted, LeaseNotFound, RegistryUnavailable, UnsupportedRegistry
+from ...errors import (
+    AlreadyRegistered,
+    Compacted,
+    LeaseNotFound,
+    RegistryDenied,
+    RegistryUnavailable,
+    UnsupportedRegistry,
+)
 from ..store import RawEvent, Store
 
 R = TypeVar("R")
@@ -33,6 +51,10 @@ R = TypeVar("R")
 MIN_TTL = 2
 #: Seconds a dropped client's channel stays open for calls still running on it.
 RETIRE_AFTER = 5.0
+#: Longest wait for a client to close before its channel is closed under it.
+CLOSE_WITHIN = 2.0
+#: While a watch streams, a read through the same channel every this many seconds proves the member alive.
+PROGRESS_EVERY = 2.0
 
 _CONNECTION_ERRORS = (
     etcd_errors.ConnectionFailedError,
@@ -53,13 +75,111 @@ _CHANNEL_OPTIONS = {
 }
 
 
+#: What etcd says when a request's token has expired: authenticate again, then retry.
+_EXPIRED_TOKEN = ("invalid auth token", "auth token is expired")
+#: What etcd says when it refuses who we are or what we ask.
+_DENIED = ("permission denied", "authentication failed", "user name is empty", "user name not found")
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdSecurity:
+    """Who this client is to etcd: a user whose name and password are in environment variables, TLS files."""
+
+    user_env: str | None = None
+    password_env: str | None = None
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.user_env is None) != (self.password_env is None):
+            raise UnsupportedRegistry("etcd: give both user_env= and password_env=, or neither")
+        if (self.cert is None) != (self.key is None):
+            raise UnsupportedRegistry("etcd: give both cert= and key= (the client certificate and its key), or neither")
+        if self.cert is not None and self.cacert is None:
+            raise UnsupportedRegistry("etcd: a client certificate needs cacert= too (the CA that signed etcd's)")
+        for name in ("cacert", "cert", "key"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise UnsupportedRegistry(f"etcd: {name}={path} is not a readable file")
+
+    @property
+    def user(self) -> str | None:
+        """The user name, for messages: never the password."""
+        return None if self.user_env is None else os.environ.get(self.user_env)
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """The user and password, read from the environment now."""
+        if self.user_env is None or self.password_env is None:
+            return None, None
+        user, password = os.environ.get(self.user_env), os.environ.get(self.password_env)
+        missing = [name for name, value in ((self.user_env, user), (self.password_env, password)) if not value]
+        if missing:
+            raise UnsupportedRegistry(f"etcd: the environment variable {' and '.join(missing)} is not set")
+        return user, password
+
+    def channel(self) -> grpc.ChannelCredentials | None:
+        if self.cacert is None:
+            return None
+        return grpc.ssl_channel_credentials(
+            root_certificates=Path(self.cacert).read_bytes(),
+            private_key=None if self.key is None else Path(self.key).read_bytes(),
+            certificate_chain=None if self.cert is None else Path(self.cert).read_bytes(),
+        )
+
+
+class _TlsClient(aetcd.Client):
+    """aetcd's client over a TLS channel: aetcd itself only opens plaintext ones."""
+
+    def __init__(self, tls: grpc.ChannelCredentials, **options: Any) -> None:
+        super().__init__(**options)
+        self._tls = tls
+        self._is_connecting: bool = False
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        if self._is_connecting:
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        self._is_connecting = True
+        try:
+            self.channel = grpc.aio.secure_channel(f"{self._host}:{self._port}", self._tls, list(self._options.items()))
+            if self._username is not None:
+                self.auth_stub = aetcd.rpc.AuthStub(self.channel)
+                request = aetcd.rpc.AuthenticateRequest(name=self._username, password=self._password)
+                try:
+                    reply = await self.auth_stub.Authenticate(request, timeout=self._timeout)
+                except aetcd.rpc.AioRpcError as exc:
+                    etcd_errors._handle_exception(exc)
+                self.metadata = (("token", reply.token),)
+            self.kvstub = aetcd.rpc.KVStub(self.channel)
+            self.clusterstub = aetcd.rpc.ClusterStub(self.channel)
+            self.leasestub = aetcd.rpc.LeaseStub(self.channel)
+            self.maintenancestub = aetcd.rpc.MaintenanceStub(self.channel)
+            self._watcher = aetcd.watcher.Watcher(
+                aetcd.rpc.WatchStub(self.channel), timeout=self._timeout, metadata=self.metadata
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
+
+
 class EtcdStore(Store):
-    def __init__(self, endpoints: list[tuple[str, int]], prefix: str = "/smmf", *, timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        endpoints: list[tuple[str, int]],
+        prefix: str = "/smmf",
+        *,
+        timeout: float = 3.0,
+        security: EtcdSecurity | None = None,
+    ) -> None:
         if not endpoints:
             raise UnsupportedRegistry("the etcd registry needs at least one endpoint host:port")
         self.endpoints = endpoints
         self.prefix = prefix.rstrip("/") + "/"
         self.timeout = timeout
+        self.security = security or EtcdSecurity()
         self.address = "etcd://" + ",".join(f"{h}:{p}" for h, p in endpoints) + prefix.rstrip("/")
         self._index = 0
         self._client: aetcd.Client | None = None
@@ -74,8 +194,23 @@ class EtcdStore(Store):
     def _current(self) -> aetcd.Client:
         if self._client is None:
             host, port = self.endpoints[self._index]
-            self._client = aetcd.Client(host=host, port=port, timeout=self.timeout, options=dict(_CHANNEL_OPTIONS))
+            user, password = self.security.credentials()
+            options = {"host": host, "port": port, "timeout": self.timeout, "options": dict(_CHANNEL_OPTIONS)}
+            tls = self.security.channel()
+            if tls is None:
+                self._client = aetcd.Client(username=user, password=password, **options)
+            else:
+                self._client = _TlsClient(tls, username=user, password=password, **options)
         return self._client
+
+    def _denied(self, exc: etcd_errors.ClientError) -> RegistryDenied | None:
+        """The refusal `exc` is, naming the user (never the password); None when it is something else."""
+        text = str(exc)
+        if not any(word in text.lower() for word in _DENIED):
+            return None
+        user = self.security.user
+        who = f"user {user!r} (from ${self.security.user_env})" if user else "no user (set user_env= and password_env=)"
+        return RegistryDenied(self.address, f"{text.removeprefix('etcdserver: ')}, as {who}")
 
     def _drop(self, client: aetcd.Client) -> None:
         """Forget a failed client and move to the next endpoint (unless someone already did).
@@ -111,6 +246,14 @@ class EtcdStore(Store):
             except TimeoutError as exc:
                 reason = f"timed out: {exc}"
                 self._drop(client)
+            except etcd_errors.ClientError as exc:
+                if any(words in str(exc) for words in _EXPIRED_TOKEN):
+                    reason = str(exc)
+                    self._drop(client)  # a new client authenticates again
+                    continue
+                if (denied := self._denied(exc)) is not None:
+                    raise denied from None
+                raise
         raise RegistryUnavailable(self.address, reason)
 
     # -- Store -------------------------------------------------------------
@@ -178,8 +321,12 @@ class EtcdStore(Store):
         except _CONNECTION_ERRORS as exc:
             self._drop(client)
             raise RegistryUnavailable(self.address, str(exc)) from exc
+        except etcd_errors.ClientError as exc:
+            self._drop(client)
+            raise self._denied(exc) or RegistryUnavailable(self.address, str(exc)) from None
+        stalled = asyncio.create_task(self._stops_answering(client))
         try:
-            async for event in watch:
+            async for event in _until(watch, stalled, lambda: self._stalled(client)):
                 deleted = event.kind == "DELETE"
                 yield RawEvent(
                     self._relative(event.kv.key),
@@ -188,16 +335,41 @@ class EtcdStore(Store):
                 )
         except etcd_errors.RevisionCompactedError as exc:
             raise Compacted(after, exc.compacted_revision) from exc
-        except (*_CONNECTION_ERRORS, etcd_errors.ClientError) as exc:
+        except _CONNECTION_ERRORS as exc:
             self._drop(client)
             raise RegistryUnavailable(self.address, str(exc)) from exc
+        except etcd_errors.ClientError as exc:
+            self._drop(client)
+            raise self._denied(exc) or RegistryUnavailable(self.address, str(exc)) from None
         finally:
+            stalled.cancel()
             if client.channel is not None:  # a closed client has no watch left to cancel
                 try:
                     async with asyncio.timeout(1.0):
                         await watch.cancel()
                 except Exception:  # noqa: BLE001 - the stream may already be gone
                     pass
+
+    async def _stops_answering(self, client: aetcd.Client) -> None:
+        """Return once the member behind `client` fails to answer a read within the timeout.
+
+        A member that hangs (SIGSTOP, a stuck disk, a half-open connection)
+        keeps its watch streams open and silent: nothing errors, so the
+        watch must ask.  The read goes through the watch's own channel, and
+        is linearizable, so a member cut off from its cluster fails it too.
+        """
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY)
+            try:
+                await asyncio.wait_for(client.get(self._key("")), self.timeout)
+            except Exception:  # noqa: BLE001 - any failure to answer is the member's: move on
+                return
+
+    def _stalled(self, client: aetcd.Client) -> RegistryUnavailable:
+        host, port = self.endpoints[self._index] if self._client is client else ("a member", 0)
+        self._drop(client)
+        where = f"{host}:{port}" if port else host
+        return RegistryUnavailable(self.address, f"{where} stopped answering; watching through another member")
 
     async def close(self) -> None:
         retired, self._retired = self._retired, {}
@@ -209,6 +381,38 @@ class EtcdStore(Store):
             await _close_quietly(client)
 
 
+async def _until(
+    events: AsyncIterator[Any], stalled: asyncio.Task[None], failure: Callable[[], Exception]
+) -> AsyncGenerator[Any, None]:
+    """`events` as they come, until the `stalled` task finishes: then `failure()` is raised."""
+    iterator = aiter(events)
+    while True:
+        step: asyncio.Future[Any] = asyncio.ensure_future(anext(iterator))
+        await asyncio.wait({step, stalled}, return_when=asyncio.FIRST_COMPLETED)
+        if not step.done():
+            step.cancel()
+            raise failure()
+        try:
+            yield step.result()
+        except StopAsyncIteration:
+            return
+
+
 async def _close_quietly(client: aetcd.Client) -> None:
-    with suppress(Exception):  # a broken channel may fail to close; it is gone either way
-        await client.close()
+    """Close `client` within `CLOSE_WITHIN` seconds, whatever state its watcher is in.
+
+    aetcd's close first shuts its watcher down, which delivers a last event
+    to every watch still registered; a watch whose consumer is gone can make
+    that wait for ever (it hung `smmf chat` at exit).  Past the limit, the
+    channel is closed under the watcher.
+    """
+    channel = client.channel
+    try:
+        async with asyncio.timeout(CLOSE_WITHIN):
+            await client.close()
+        return
+    except Exception:  # noqa: BLE001 - a broken channel may fail to close; it is gone either way
+        pass
+    if channel is not None:
+        with suppress(Exception):
+            await channel.close()
