@@ -25,6 +25,7 @@ from .admission import Admission
 from .backends import Backend
 from .error_responses import bad_request, body_of, http_response, model_not_found, server_error
 from .metrics import CONTENT_TYPE, WorkerMetrics
+from .openapi import document
 from .requests import ChatRequest, CompletionRequest, Delta, EmbeddingRequest, parse, parse_json
 
 __all__ = ["BODY_TIMEOUT", "DEFAULT_MAX_BODY", "DEFAULT_MAX_TOKENS", "Worker"]
@@ -73,6 +74,7 @@ class Worker:
                 web.get("/v1/models", self.models),
                 web.get("/health", self.health),
                 web.get("/metrics", self.prometheus),
+                web.get("/openapi.json", self.openapi),
             ]
         )
         return app
@@ -125,6 +127,9 @@ class Worker:
         if not self.ready:
             return web.json_response({"status": "loading"}, status=503)
         return web.json_response({"status": "ok", "model": self.model})
+
+    async def openapi(self, _request: web.Request) -> web.Response:
+        return web.json_response(document(self.model, self.backend.routes))
 
     async def prometheus(self, _request: web.Request) -> web.Response:
         response = web.Response(body=self.metrics.render())
