@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -131,6 +132,25 @@ def test_hostile_bodies_get_400s_not_tracebacks(sim: SmmfProcess) -> None:
         sdk(sim).chat.completions.create(model="sim-llm", messages=MESSAGES, max_tokens=10**9)
     assert big.value.body["param"] == "max_tokens"  # type: ignore[index]
     assert "Traceback" not in sim.log()
+
+
+def test_slow_headers_and_half_sent_bodies_are_cut_off(start_worker: StartWorker) -> None:
+    """Issue 12, finding 8: 150 slowloris sockets and 50 half-sent bodies stayed open 30 s and more."""
+    worker = start_worker("sim", "--model", "m", "--header-timeout", "1", "--body-timeout", "1")
+    host, port = worker.url.removeprefix("http://").split(":")
+    slow = [socket.create_connection((host, int(port)), timeout=30) for _ in range(20)]
+    half = [socket.create_connection((host, int(port)), timeout=30) for _ in range(10)]
+    for sock in slow:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+    for sock in half:
+        sock.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"model": ')
+    assert all(sock.recv(100) == b"" for sock in slow), "closed without an answer"
+    answers = [b"".join(iter(lambda s=sock: s.recv(4096), b"")) for sock in half]
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers), answers[0][:100]
+    for sock in slow + half:
+        sock.close()
+    assert sdk(worker).completions.create(model="m", prompt="x", max_tokens=2).choices
+    assert "Traceback" not in worker.log()
 
 
 def test_max_tokens_has_a_configurable_ceiling(start_worker: StartWorker) -> None:

@@ -258,7 +258,7 @@ class ProtocolTransport:
     def _open(self) -> None:
         # Made on first use, inside the running loop, as aiohttp requires.
         session = aiohttp.ClientSession(
-            timeout=self.timeout, connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+            timeout=self.timeout, connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=10)
         )
         self._session = session
         self._by_protocol = {

@@ -28,7 +28,7 @@ from .metrics import CONTENT_TYPE, WorkerMetrics
 from .openapi import document
 from .requests import ChatRequest, CompletionRequest, Delta, EmbeddingRequest, parse, parse_json
 
-__all__ = ["BODY_TIMEOUT", "DEFAULT_MAX_BODY", "DEFAULT_MAX_TOKENS", "Worker"]
+__all__ = ["BODY_TIMEOUT", "DEFAULT_MAX_BODY", "DEFAULT_MAX_TOKENS", "HEADER_TIMEOUT", "Worker"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,10 @@ DEFAULT_MAX_BODY = 8 * 1024 * 1024
 DEFAULT_MAX_TOKENS = 32768
 #: Seconds a request body may take to arrive whole: a half-sent body must not hold a connection forever.
 BODY_TIMEOUT = 30.0
+#: Seconds a connection may sit idle, or half-way through its headers, before it is closed.  Clients
+#: should drop idle connections sooner (smmf's own client does after 10 s), or they may reuse one that
+#: the worker is closing.
+HEADER_TIMEOUT = 20.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 R = TypeVar("R", ChatRequest, CompletionRequest, EmbeddingRequest)
@@ -54,11 +58,15 @@ class Worker:
         max_queue: int = 64,
         max_body_bytes: int = DEFAULT_MAX_BODY,
         max_tokens: int | None = None,
+        body_timeout: float = BODY_TIMEOUT,
+        header_timeout: float = HEADER_TIMEOUT,
     ) -> None:
         self.backend = backend
         self.model = model
         self.max_body_bytes = max_body_bytes
         self._max_tokens = max_tokens
+        self.body_timeout = body_timeout
+        self.header_timeout = header_timeout
         self.admission = Admission(max_concurrency, max_queue)
         self.metrics = WorkerMetrics(model, backend.name, self.admission)
         self.ready = False
@@ -150,10 +158,10 @@ class Worker:
         read on (aiohttp would, and log the decoding error a second time).
         """
         try:
-            return await asyncio.wait_for(request.read(), BODY_TIMEOUT)
+            return await asyncio.wait_for(request.read(), self.body_timeout)
         except TimeoutError:
             self._abandon(request)
-            message = f"The request body did not arrive within {BODY_TIMEOUT:g}s."
+            message = f"The request body did not arrive within {self.body_timeout:g}s."
             raise ErrorResponse(408, message, code="timeout") from None
         except web.RequestPayloadError as exc:  # a body aiohttp cannot decode (a broken deflate stream, say)
             self._abandon(request)

@@ -10,7 +10,7 @@ import argparse
 
 from ..errors import ConfigurationError
 from .admission import Admission
-from .app import DEFAULT_MAX_BODY, DEFAULT_MAX_TOKENS, Worker
+from .app import BODY_TIMEOUT, DEFAULT_MAX_BODY, DEFAULT_MAX_TOKENS, HEADER_TIMEOUT, Worker
 from .backends import Backend
 
 __all__ = ["StrictParser", "add_worker_arguments", "backend_from_args", "port", "worker_from_args"]
@@ -38,6 +38,13 @@ def add_worker_arguments(parser: argparse.ArgumentParser, backend: type[Backend]
         "--max-tokens-limit", type=int, metavar="N",
         help=f"largest max_tokens a request may ask (default: the model's context, else {DEFAULT_MAX_TOKENS})",
     )  # fmt: skip
+    parser.add_argument(
+        "--body-timeout", type=float, default=BODY_TIMEOUT, metavar="S", help="seconds a request body may take"
+    )
+    parser.add_argument(
+        "--header-timeout", type=float, default=HEADER_TIMEOUT, metavar="S",
+        help="seconds a connection may sit idle or half-way through its headers",
+    )  # fmt: skip
     backend.add_arguments(parser)
     parser.set_defaults(backend_class=backend)
 
@@ -45,6 +52,10 @@ def add_worker_arguments(parser: argparse.ArgumentParser, backend: type[Backend]
 def backend_from_args(args: argparse.Namespace) -> Backend:
     """The backend the options describe, checked as far as it can be without loading a model."""
     Admission(args.max_concurrency, args.max_queue)
+    if args.body_timeout <= 0 or args.header_timeout <= 0:
+        raise ConfigurationError("--body-timeout and --header-timeout must be positive seconds")
+    if args.max_tokens_limit is not None and args.max_tokens_limit < 1:
+        raise ConfigurationError("--max-tokens-limit must be at least 1")
     backend: Backend = args.backend_class.from_args(args)
     return backend
 
@@ -57,6 +68,8 @@ def worker_from_args(args: argparse.Namespace) -> Worker:
         max_queue=args.max_queue,
         max_body_bytes=args.max_body_bytes,
         max_tokens=args.max_tokens_limit,
+        body_timeout=args.body_timeout,
+        header_timeout=args.header_timeout,
     )
 
 

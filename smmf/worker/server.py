@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 
 
 async def serve(worker: Worker, host: str = "127.0.0.1", port: int = 0) -> None:
-    runner = web.AppRunner(worker.application(), handler_cancellation=True, access_log=None)
+    # aiohttp has one timer for idle connections and for headers that never finish (its keepalive
+    # timeout), so slowloris sockets are closed with idle ones.
+    runner = web.AppRunner(
+        worker.application(), handler_cancellation=True, access_log=None, keepalive_timeout=worker.header_timeout
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -388,9 +388,12 @@ async def _until(
     iterator = aiter(events)
     while True:
         step: asyncio.Future[Any] = asyncio.ensure_future(anext(iterator))
-        await asyncio.wait({step, stalled}, return_when=asyncio.FIRST_COMPLETED)
-        if not step.done():
-            step.cancel()
+        try:
+            await asyncio.wait({step, stalled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not step.done():  # stalled, or this generator closed while it waited
+                step.cancel()
+        if step.cancelled():
             raise failure()
         try:
             yield step.result()
