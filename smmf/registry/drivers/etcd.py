@@ -391,9 +391,10 @@ async def _until(
         try:
             await asyncio.wait({step, stalled}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if not step.done():  # stalled, or this generator closed while it waited
+            waiting = not step.done()
+            if waiting:  # stalled, or this generator closed while it waited
                 step.cancel()
-        if step.cancelled():
+        if waiting:
             raise failure()
         try:
             yield step.result()
