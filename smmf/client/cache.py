@@ -72,16 +72,16 @@ class InstanceCache:
 
         A request that finds no instance before the first snapshot may only
         be early (a slow registry, a loaded machine): it waits for the
-        snapshot rather than fail.  If none comes, the registry's own error,
-        with its address, says why (`RegistryUnavailable`): then a missing
-        model is the registry's fault, not the caller's.
+        snapshot rather than fail.  But first the registry is asked directly,
+        so that when it cannot be reached its own error, with its address,
+        says why at once (`RegistryUnavailable`): then a missing model is the
+        registry's fault, not the caller's.
         """
         if self.ready:
             return False
+        await self.registry.list()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), timeout)
-        if not self.ready:
-            await self.registry.list()
         return self.ready
 
     async def close(self) -> None:

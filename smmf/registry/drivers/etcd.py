@@ -40,6 +40,7 @@ from ...errors import (
     Compacted,
     LeaseNotFound,
     RegistryDenied,
+    RegistryError,
     RegistryUnavailable,
     UnsupportedRegistry,
 )
@@ -316,14 +317,8 @@ class EtcdStore(Store):
         client = self._current()
         try:
             watch = await client.watch_prefix(self._key(prefix), start_revision=after + 1)
-        except etcd_errors.RevisionCompactedError as exc:
-            raise Compacted(after, exc.compacted_revision) from exc
-        except _CONNECTION_ERRORS as exc:
-            self._drop(client)
-            raise RegistryUnavailable(self.address, str(exc)) from exc
         except etcd_errors.ClientError as exc:
-            self._drop(client)
-            raise self._denied(exc) or RegistryUnavailable(self.address, str(exc)) from None
+            raise self._watch_failure(client, after, exc) from exc
         stalled = asyncio.create_task(self._stops_answering(client))
         try:
             async for event in _until(watch, stalled, lambda: self._stalled(client)):
@@ -333,14 +328,8 @@ class EtcdStore(Store):
                     None if deleted else bytes(event.kv.value),
                     int(event.kv.mod_revision),
                 )
-        except etcd_errors.RevisionCompactedError as exc:
-            raise Compacted(after, exc.compacted_revision) from exc
-        except _CONNECTION_ERRORS as exc:
-            self._drop(client)
-            raise RegistryUnavailable(self.address, str(exc)) from exc
         except etcd_errors.ClientError as exc:
-            self._drop(client)
-            raise self._denied(exc) or RegistryUnavailable(self.address, str(exc)) from None
+            raise self._watch_failure(client, after, exc) from exc
         finally:
             stalled.cancel()
             if client.channel is not None:  # a closed client has no watch left to cancel
@@ -349,6 +338,13 @@ class EtcdStore(Store):
                         await watch.cancel()
                 except Exception:  # noqa: BLE001 - the stream may already be gone
                     pass
+
+    def _watch_failure(self, client: aetcd.Client, after: int, exc: etcd_errors.ClientError) -> RegistryError:
+        """What a watch's failure means: history compacted, or (after dropping the client) a refusal or an outage."""
+        if isinstance(exc, etcd_errors.RevisionCompactedError):
+            return Compacted(after, exc.compacted_revision)
+        self._drop(client)
+        return self._denied(exc) or RegistryUnavailable(self.address, str(exc))
 
     async def _stops_answering(self, client: aetcd.Client) -> None:
         """Return once the member behind `client` fails to answer a read within the timeout.
