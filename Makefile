@@ -4,7 +4,7 @@
 # fresh machine passes:
 #   .venv       the package with its test, check, etcd, llama-cpp, embeddings and otel extras
 #   .venv-vllm  vLLM's CPU build beside smmf (vLLM pins its own torch stack)
-#   etcd        the server binary from Debian's etcd-server package
+#   packages    Debian's etcd-server (the registry) and openssl (the TLS tests' certificates)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -28,7 +28,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 WHEELS           := .cache/wheels
 LLAMA_WHEEL      := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
 
-.PHONY: test test-main test-vllm check demo venv venv-vllm etcd bench clean
+.PHONY: test test-main test-vllm check demo venv venv-vllm packages bench clean
 
 test: check test-main test-vllm
 
@@ -42,7 +42,7 @@ check: venv
 demo: venv
 	$(PY) examples/demo.py
 
-test-main: etcd venv
+test-main: packages venv
 	$(PY) -m pytest -q -p no:cacheprovider -m "not vllm"
 
 test-vllm: venv-vllm
@@ -79,18 +79,21 @@ $(VVENV)/.installed: pyproject.toml Makefile
 	$(VPIP) uninstall --quiet -y torchvision torchaudio torchcodec || true
 	touch $@
 
-# The real etcd binary for the tests (Debian package etcd-server, version 3.4).
-etcd:
-	@if command -v etcd >/dev/null 2>&1; then exit 0; fi; \
+# The Debian packages the tests need: etcd-server (the registry) and openssl (certificates for the TLS tests).
+packages:
+	@missing=""; \
+	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
-		echo "installing etcd-server with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >/dev/null; \
+		echo "installing$$missing with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \
-		echo "etcd is not installed: run 'sudo apt-get install etcd-server' (Debian/Ubuntu), then 'make test' again" >&2; \
+		echo "missing:$$missing; run 'sudo apt-get install$$missing' (Debian/Ubuntu), then 'make test' again" >&2; \
 		exit 1; \
 	fi
 
-bench: etcd venv
+bench: packages venv
 	$(PY) -m bench.registry
 	$(PY) -m bench.worker
 	$(PY) -m bench.client_overhead
