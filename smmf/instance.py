@@ -28,6 +28,7 @@ __all__ = [
     "Load",
     "Protocol",
     "State",
+    "first_report",
     "instance_id",
     "parse_record",
     "report_invalid",
@@ -167,15 +168,21 @@ _reported: OrderedDict[tuple[str, str], None] = OrderedDict()
 _REPORTED_MAX = 4096
 
 
-def report_invalid(key: str, raw: bytes, error: str) -> None:
-    """Warn that the record at `key` is skipped, once for as long as its value stays the same."""
-    fingerprint = (key, hashlib.blake2b(raw, digest_size=8).hexdigest())
+def first_report(key: str, detail: str) -> bool:
+    """True the first time (among the last 4096) that `detail` is reported about the record at `key`."""
+    fingerprint = (key, detail)
     if fingerprint in _reported:
-        return
+        return False
     _reported[fingerprint] = None
     if len(_reported) > _REPORTED_MAX:
         _reported.popitem(last=False)
-    log.warning("skipping invalid instance record at %r: %s", key, error)
+    return True
+
+
+def report_invalid(key: str, raw: bytes, error: str) -> None:
+    """Warn that the record at `key` is skipped, once for as long as its value stays the same."""
+    if first_report(key, hashlib.blake2b(raw, digest_size=8).hexdigest()):
+        log.warning("skipping invalid instance record at %r: %s", key, error)
 
 
 def parse_record(key: str, raw: bytes | str) -> Instance | None:

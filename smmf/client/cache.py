@@ -26,7 +26,7 @@ import functools
 import logging
 import time
 
-from ..instance import Instance
+from ..instance import Instance, first_report
 from ..registry import Delete, Put, Registry, Snapshot
 from .peer import Peer
 from .trust import Trust
@@ -49,8 +49,6 @@ class InstanceCache:
         self._recent: dict[str, list[tuple[float, str, Peer]]] = {}
         #: Keys deleted from the registry but held back, so their model is not left empty.
         self._held: set[str] = set()
-        #: (key, reason) of refused records already warned about.
-        self._refused: set[tuple[str, str]] = set()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -106,8 +104,7 @@ class InstanceCache:
     def _put(self, key: str, record: Instance) -> None:
         reason = self.trust.refusal(record)
         if reason is not None:
-            if (key, reason) not in self._refused:
-                self._refused.add((key, reason))
+            if first_report(key, reason):
                 log.warning("not routing to the record at %r: %s", key, reason)
             self._drop(key)
             return

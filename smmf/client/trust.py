@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from ..errors import UsageError
 from ..instance import Instance
+from ..template import HttpTemplate
 
 __all__ = ["Trust"]
 
@@ -60,9 +61,11 @@ class Trust:
             return any(host == name or (name.startswith("*.") and host.endswith(name[1:])) for name in self.names)
         return any(address in network for network in self.networks)
 
-    def _binding(self, url: str) -> str | None:
-        host, port = _host_port(url)
-        return self.credentials.get((host, port)) or self.credentials.get((host, None))
+    def _bound(self, template: HttpTemplate) -> bool:
+        """Whether the variable the template names is the one this client binds to its URL's host."""
+        host, port = _host_port(template.url)
+        binding = self.credentials.get((host, port)) or self.credentials.get((host, None))
+        return binding == template.api_key_env
 
     def refusal(self, record: Instance) -> str | None:
         """Why this client must not send requests to `record`; None when it may."""
@@ -72,7 +75,7 @@ class Trust:
             if not self._allowed(host):
                 return f"its host {host} is not among this client's allowed hosts and networks"
         template = record.template
-        if template is not None and template.api_key_env and self._binding(template.url) != template.api_key_env:
+        if template is not None and template.api_key_env and not self._bound(template):
             host = _host_port(template.url)[0]
             return (
                 f"it asks for the credential {template.api_key_env}, which this client does not bind to {host} "
@@ -83,7 +86,7 @@ class Trust:
     def api_key(self, record: Instance) -> str | None:
         """The key for a template record's API: the caller's own binding for its host, when the record names it."""
         template = record.template
-        if template is None or not template.api_key_env or self._binding(template.url) != template.api_key_env:
+        if template is None or not template.api_key_env or not self._bound(template):
             return None
         key = os.environ.get(template.api_key_env)
         if not key:

@@ -8,6 +8,7 @@ OpenAI-compatible servers do, so newer SDKs keep working.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -123,13 +124,20 @@ class EmbeddingRequest(_Request):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
+#: A JSON escape of a UTF-16 surrogate, `\uD800` to `\uDFFF` (hex digits in either case).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def parse_json(raw: bytes) -> Any:
     """A request body as JSON, or a 400 saying what is wrong with it.
 
     Python's parser accepts more than a worker can serve: nesting deep enough
     to exhaust the stack, integers of thousands of digits, and escaped lone
     surrogates (`"\\ud800"`) that fail later, in a tokenizer or on the way
-    out.  Each of those is the caller's mistake, and a 400 here.
+    out.  Each of those is the caller's mistake, and a 400 here.  A surrogate
+    can only come from a `\\uD800`-`\\uDFFF` escape (UTF-8 cannot carry one),
+    so only a body holding such an escape is encoded again to look for a lone
+    one; every other body is parsed once.
     """
     try:
         data = json.loads(raw)
@@ -137,12 +145,14 @@ def parse_json(raw: bytes) -> Any:
         raise bad_request("The request body is nested too deeply.") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"The request body is not valid JSON: {exc}.") from None
-    try:
-        json.dumps(data, ensure_ascii=False).encode()
-    except UnicodeEncodeError:
-        raise bad_request("The request body contains text that is not valid Unicode (a lone surrogate).") from None
-    except RecursionError:
-        raise bad_request("The request body is nested too deeply.") from None
+    if _SURROGATE_ESCAPE.search(raw):
+        try:
+            json.dumps(data, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            message = "The request body contains text that is not valid Unicode (a lone surrogate)."
+            raise bad_request(message) from None
+        except RecursionError:
+            raise bad_request("The request body is nested too deeply.") from None
     return data
 
 
