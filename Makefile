@@ -5,6 +5,7 @@
 #   .venv       the package with its test, check, etcd, llama-cpp, embeddings and otel extras
 #   .venv-vllm  vLLM's CPU build beside smmf (vLLM pins its own torch stack)
 #   packages    Debian's etcd-server (the registry) and openssl (the TLS tests' certificates)
+#   node        the npm consul package, a client smmf did not write, to check the Consul emulator with
 
 PYTHON ?= python3
 VENV   := .venv
@@ -28,7 +29,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 WHEELS           := .cache/wheels
 LLAMA_WHEEL      := $(WHEELS)/llama_cpp_python-$(LLAMA_VERSION)-py3-none-linux_x86_64.whl
 
-.PHONY: test test-main test-vllm check demo venv venv-vllm packages bench clean
+.PHONY: test test-main test-vllm check demo venv venv-vllm packages node bench clean
 
 test: check test-main test-vllm
 
@@ -42,7 +43,7 @@ check: venv
 demo: venv
 	$(PY) examples/demo.py
 
-test-main: packages venv
+test-main: packages venv node
 	$(PY) -m pytest -q -p no:cacheprovider -m "not vllm"
 
 test-vllm: venv-vllm
@@ -50,12 +51,19 @@ test-vllm: venv-vllm
 
 venv: $(VENV)/.installed
 
+NODE_DIR := tests/node
+node: packages $(NODE_DIR)/node_modules/.installed
+
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
 # torch first, from the CPU wheel on disk; then the llama.cpp wheel by file together with the
 # project, so pip resolves both at once (installing the wheel alone first leaves its dependencies
 # missing until the next step, and pip reports that as an ERROR).
 $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL) | $(VENV)/bin/python
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet $(LLAMA_WHEEL) -e '.[test,check,etcd,llama-cpp,embeddings,otel]'
+	$(PIP) install --quiet $(LLAMA_WHEEL) -e '.[test,check,etcd,consul,llama-cpp,embeddings,otel]'
 	touch $@
 
 $(VENV)/bin/python:
@@ -84,6 +92,7 @@ packages:
 	@missing=""; \
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 		echo "installing$$missing with apt-get"; \

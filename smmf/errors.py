@@ -10,6 +10,7 @@
     │   ├── Compacted            the history a watch asked for is gone (watches handle it themselves)
     │   ├── LeaseNotFound        a write named a lease that expired or was revoked
     │   ├── AlreadyRegistered    another holder's record has this id
+    │   ├── RecordRejected       the registry cannot hold this record as it is (Consul's Meta limits)
     │   ├── UnknownInstance      no record or admin key has that id
     │   └── NotConfirmed         a sidecar did not confirm an admin action in time
     ├── APIError                 a client call failed (`instance_id` names the instance, when one did)
@@ -40,6 +41,7 @@ __all__ = [
     "ModelLoadError",
     "NoInstanceAvailable",
     "NotConfirmed",
+    "RecordRejected",
     "RegistryDenied",
     "RegistryError",
     "RegistryUnavailable",
@@ -114,6 +116,18 @@ class AlreadyRegistered(RegistryError):
     def __init__(self, key: str, detail: str = "") -> None:
         super().__init__(f"{key} is already registered{detail}")
         self.key = key
+
+
+class RecordRejected(RegistryError, ValueError):
+    """A record this registry cannot store as it is; refused whole, never cut to fit.
+
+    `field` names the part of the record that does not fit.
+    """
+
+    def __init__(self, model: str, field: str, reason: str) -> None:
+        super().__init__(f"cannot store the record of model {model!r}: field {field!r}: {reason}")
+        self.model = model
+        self.field = field
 
 
 class UnknownInstance(RegistryError, LookupError):

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 
 from smmf.registry import Registry, open_registry
+from tests.support.consul import ConsulEmulator
 from tests.support.etcd import EtcdCluster
 from tests.support.processes import SmmfProcess, leftovers, mark_run, reap
 
 mark_run()
 
-DRIVERS = ["memory", "file", "etcd"]
+DRIVERS = ["memory", "file", "etcd", "consul"]
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +33,33 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulEmulator]:
+    """One Consul emulator shared by the tests that only register and read (each under its own prefix)."""
+    emulator = ConsulEmulator(tmp_path_factory.mktemp("consul")).start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+@pytest.fixture
+def start_consul(tmp_path: Path) -> Iterator[Callable[..., ConsulEmulator]]:
+    """Start a private Consul emulator for a test that stops it or sets its clock; all are stopped at teardown."""
+    emulators: list[ConsulEmulator] = []
+
+    def start(**options: Any) -> ConsulEmulator:
+        emulator = ConsulEmulator(tmp_path, **options)
+        emulators.append(emulator)
+        return emulator.start()
+
+    try:
+        yield start
+    finally:
+        for emulator in emulators:
+            emulator.stop()
 
 
 @pytest.fixture
@@ -57,6 +85,8 @@ def registry_url_for(driver: str, tmp_path: Path, request: pytest.FixtureRequest
         return f"memory://{name}"
     if driver == "file":
         return f"file://{tmp_path}/registry.db"
+    if driver == "consul":
+        return request.getfixturevalue("consul").url(f"/t-{name}")
     return request.getfixturevalue("etcd").url(f"/t-{name}")
 
 
@@ -65,12 +95,10 @@ def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return registry_url_for(request.param, tmp_path, request)
 
 
-@pytest.fixture(params=["file", "etcd"])
+@pytest.fixture(params=["file", "etcd", "consul"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A registry that separate processes can share: the embedded file, or real etcd (under its own prefix)."""
-    if request.param == "file":
-        return f"file://{tmp_path}/registry.db"
-    return request.getfixturevalue("etcd").url(f"/t-{uuid.uuid4().hex[:8]}")
+    """A registry that separate processes can share: the embedded file, real etcd or Consul (own prefix each)."""
+    return registry_url_for(request.param, tmp_path, request)
 
 
 @pytest.fixture

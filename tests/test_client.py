@@ -22,8 +22,9 @@ from smmf.client import (
     httpx_client,
 )
 from smmf.instance import Instance, State
-from smmf.registry import AdminAction, open_registry
+from smmf.registry import AdminAction, Registry, open_registry
 from smmf.template import HttpTemplate
+from tests.support.consul import ConsulEmulator
 from tests.support.etcd import EtcdCluster
 from tests.support.fleet import Fleet
 from tests.support.helpers import eventually
@@ -200,6 +201,32 @@ async def test_requests_keep_succeeding_while_etcd_is_down(
         assert ok == 100 and len(client.models()[fleet.model]) == 2, "served from the last-known instances"
         cluster.members[0].start()
         cluster.members[0].wait_ready()
+
+
+async def test_requests_keep_succeeding_while_consul_is_away_and_sidecars_register_again(
+    fleets: Callable[..., Fleet], start_consul: Callable[..., ConsulEmulator]
+) -> None:
+    emulator = start_consul()
+    url = emulator.url("/outage")
+    fleet = fleets(url, [1, 1], "--ttft-ms", "0", "--tpot-ms", "1")
+    async with ModelClient(url) as client:
+        await eventually(lambda: _count(client, fleet.model, 2), 10)
+        emulator.stop()
+        ok, stopped = 0, asyncio.get_running_loop().time()
+        while asyncio.get_running_loop().time() - stopped < 5:
+            reply = await client.chat.completions.create(model=fleet.model, messages=MESSAGES, max_tokens=2)
+            ok += bool(reply.choices)
+            await asyncio.sleep(0.02)
+        assert ok > 0 and len(client.models()[fleet.model]) == 2, "served from the last-known instances"
+        emulator.start()  # empty, as an agent restarted without its data: each sidecar registers again
+        async with open_registry(url) as fresh:
+            await eventually(lambda: _listed(fresh, fleet.model, 2), 20)
+        reply = await client.chat.completions.create(model=fleet.model, messages=MESSAGES, max_tokens=2)
+        assert reply.choices and len(client.models()[fleet.model]) == 2
+
+
+async def _listed(registry: Registry, model: str, count: int) -> bool:
+    return len((await registry.list(model)).records) == count
 
 
 async def test_a_draining_instance_gets_no_new_requests(fleets: Callable[..., Fleet], tmp_path: Path) -> None:

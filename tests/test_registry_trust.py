@@ -16,7 +16,7 @@ import pytest
 
 from smmf.client import ModelClient
 from smmf.client.cache import HOLD_EMPTY, InstanceCache
-from smmf.errors import NoInstanceAvailable
+from smmf.errors import NoInstanceAvailable, RecordRejected
 from smmf.instance import Instance, Protocol
 from smmf.registry import Registry, open_registry
 from smmf.registry.keys import instance_key
@@ -129,9 +129,13 @@ async def test_hostile_records_are_never_listed_or_routed_to(url: str, caplog: p
             instance_key("m", "passwd"),
             {"id": "passwd", "model": "m", "endpoint": "file:///etc/passwd", "labels": run},
         )
-        await write_raw(registry, instance_key("m", "big"), {
-            "id": "big", "model": "m", "endpoint": "http://10.9.9.9/v1", "labels": {"x": "y" * 1_000_000} | run,
-        })  # fmt: skip
+        hostile = {"evil", "elsewhere", "passwd", "big"}
+        try:
+            await write_raw(registry, instance_key("m", "big"), {
+                "id": "big", "model": "m", "endpoint": "http://10.9.9.9/v1", "labels": {"x": "y" * 1_000_000} | run,
+            })  # fmt: skip
+        except RecordRejected:  # Consul holds a record as Meta, which refuses it before anything is written
+            hostile.remove("big")
         listed = (await registry.list()).records
         assert [r.id for r in listed] == [live.id] and listed[0].endpoint == live.endpoint
         cache = InstanceCache(registry)
@@ -144,7 +148,7 @@ async def test_hostile_records_are_never_listed_or_routed_to(url: str, caplog: p
     refused = {
         r.getMessage().split("'")[1] for r in caplog.records if "skipping invalid instance record" in r.getMessage()
     }
-    assert refused == {instance_key("m", k) for k in ("evil", "elsewhere", "passwd", "big")}
+    assert refused == {instance_key("m", k) for k in hostile}
 
 
 async def test_one_id_in_two_models_are_two_instances(url: str) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from smmf.registry import ENV_VAR, UnsupportedRegistry, default_url, open_registry
+from smmf.registry.drivers.consul import ConsulStore
 from smmf.registry.drivers.etcd import EtcdStore
 from smmf.registry.drivers.file import FileStore
 from smmf.registry.drivers.memory import MemoryStore
@@ -42,10 +43,24 @@ def test_etcd_urls() -> None:
     assert open_registry("etcd://127.0.0.1:2379").store.prefix == "/smmf/"  # type: ignore[attr-defined]
 
 
+def test_consul_urls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEAM_TOKEN", "t")
+    store = open_registry("consul://10.0.0.1:8500,10.0.0.2:8500/team-a?dc=eu1&token_env=TEAM_TOKEN&wait=30").store
+    assert isinstance(store, ConsulStore) and store.address == "consul://10.0.0.1:8500,10.0.0.2:8500/team-a"
+    assert open_registry("consul://127.0.0.1:8500").store.address == "consul://127.0.0.1:8500/smmf"
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("etcd:///smmf", "no etcd endpoint"),
+        ("consul:///smmf", "no endpoint given"),
+        ("consul://127.0.0.1:8500/smmf?token=abc", "unknown option token"),
+        ("consul://127.0.0.1:8500/smmf?scheme=ftp", "http or https"),
+        ("consul://127.0.0.1:8500/smmf?ca=/etc/ca.pem", "add scheme=https"),
+        ("consul://127.0.0.1:8500/smmf?wait=-1", "positive seconds"),
+        ("consul://127.0.0.1:8500/smmf?token_env=SMMF_UNSET_FOR_TEST", "SMMF_UNSET_FOR_TEST"),
+        ("consul://me:s3cret@127.0.0.1:8500/smmf", "token_env=VAR"),
+        ("etcd:///smmf", "no endpoint given"),
         ("etcd://127.0.0.1/smmf", "host:port"),
         ("etcd://127.0.0.1:2379/smmf?timeout=soon", "timeout= must be a number"),
         ("file://", "needs a path"),

@@ -77,14 +77,7 @@ def _etcd(url: str) -> Store:
     from .drivers.etcd import EtcdSecurity, EtcdStore
 
     parts = urlsplit(url)
-    endpoints = []
-    for hostport in filter(None, parts.netloc.split(",")):
-        host, _, port = hostport.rpartition(":")
-        if not host or not port.isdigit():
-            raise UnsupportedRegistry(f"{url}: etcd endpoints are host:port, comma-separated; got {hostport!r}")
-        endpoints.append((host.strip("[]"), int(port)))
-    if not endpoints:
-        raise UnsupportedRegistry(f"{url}: no etcd endpoint given, e.g. etcd://127.0.0.1:2379/smmf")
+    endpoints = _endpoints(url, parts.netloc, "etcd://127.0.0.1:2379/smmf")
     query = parse_qs(parts.query)
     _options(url, query, {"timeout", "user_env", "password_env", "cacert", "cert", "key"})
     timeout = _query_float(url, query, "timeout", 3.0)
@@ -92,10 +85,46 @@ def _etcd(url: str) -> Store:
     return EtcdStore(endpoints, parts.path.rstrip("/") or "/smmf", timeout=timeout, security=security)
 
 
+def _endpoints(url: str, netloc: str, example: str) -> list[tuple[str, int]]:
+    """`host:port[,host:port...]`, each checked, for the drivers that take a list of servers."""
+    endpoints = []
+    for hostport in filter(None, netloc.split(",")):
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise UnsupportedRegistry(f"{url}: endpoints are host:port, comma-separated; got {hostport!r}")
+        endpoints.append((host.strip("[]"), int(port)))
+    if not endpoints:
+        raise UnsupportedRegistry(f"{url}: no endpoint given, e.g. {example}")
+    return endpoints
+
+
+def _consul(url: str) -> Store:
+    from .drivers.consul import WAIT, ConsulOptions, ConsulStore
+
+    parts = urlsplit(url)
+    endpoints = _endpoints(url, parts.netloc, "consul://127.0.0.1:8500/smmf")
+    query = parse_qs(parts.query)
+    _options(url, query, {"dc", "token_env", "scheme", "ca", "wait", "timeout"})
+    scheme = _one(query, "scheme") or "http"
+    if scheme not in ("http", "https"):
+        raise UnsupportedRegistry(f"{url}: scheme= is http or https, not {scheme!r}")
+    if _one(query, "ca") and scheme != "https":
+        raise UnsupportedRegistry(f"{url}: ca= is the CA for TLS; add scheme=https")
+    wait = _query_float(url, query, "wait", WAIT)
+    timeout = _query_float(url, query, "timeout", 5.0)
+    if wait <= 0 or timeout <= 0:
+        raise UnsupportedRegistry(f"{url}: wait= and timeout= are positive seconds")
+    options = ConsulOptions(
+        _one(query, "dc"), _one(query, "token_env"), scheme, _one(query, "ca"), wait=wait, timeout=timeout
+    )
+    return ConsulStore(endpoints, parts.path, options)
+
+
 DRIVERS: dict[str, Callable[[str], Store]] = {
     "memory": _memory,
     "file": _file,
     "etcd": _etcd,
+    "consul": _consul,
 }
 
 
@@ -111,7 +140,8 @@ def open_registry(url: str | None = None) -> Registry:
         where = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
         raise UnsupportedRegistry(
             f"{where}: credentials do not go in a registry URL, where logs and process lists show them; "
-            "name the environment variables that hold them (for etcd: ?user_env=VAR&password_env=VAR)"
+            "name the environment variables that hold them "
+            "(etcd: ?user_env=VAR&password_env=VAR; Consul: ?token_env=VAR)"
         )
     scheme = parts.scheme
     driver = DRIVERS.get(scheme)
