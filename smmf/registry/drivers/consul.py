@@ -73,6 +73,8 @@ WAIT = 55.0
 DEREGISTER_AFTER = "1m"
 #: Shortest time between two calls of one blocking query.
 MIN_INTERVAL = 0.1
+#: Longest wait for a dropped client's HTTP session to close.
+CLOSE_WITHIN = 2.0
 #: Listings remembered for streams to resume from.
 RESUMABLE = 32
 #: The message of the 500 Consul answers a pass on a check that has no TTL (any more).
@@ -181,8 +183,14 @@ class ConsulStore(Store):
             return  # another call dropped it already
         self._consul = None
         self._current = (self._current + 1) % len(self._addresses)
+        await self._close_quietly(client)
+
+    @staticmethod
+    async def _close_quietly(client: consul.aio.Consul) -> None:
+        """Close a client's HTTP session, waiting at most `CLOSE_WITHIN`: aiohttp's close can wait on
+        connections a dead agent never finishes, and the call that dropped the client must not wait with it."""
         with suppress(Exception):
-            await client.close()
+            await asyncio.wait_for(client.close(), CLOSE_WITHIN)
 
     async def _call(self, operation: Callable[[consul.aio.Consul], Awaitable[R]], *, blocking: bool = False) -> R:
         """One API call, on each agent in turn until one answers; Consul's failures as smmf's errors."""
@@ -207,8 +215,7 @@ class ConsulStore(Store):
     async def close(self) -> None:
         if self._consul is not None:
             client, self._consul = self._consul, None
-            with suppress(Exception):
-                await client.close()
+            await self._close_quietly(client)
 
     # -- keys --------------------------------------------------------------
 
