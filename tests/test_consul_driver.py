@@ -60,7 +60,9 @@ async def test_a_service_reads_as_its_record_in_the_consul_ui(consul: ConsulEmul
 
 async def test_services_smmf_did_not_write_are_ignored(consul: ConsulEmulator) -> None:
     url = consul.url("/foreign")
-    consul.call("PUT", "/v1/agent/service/register", {"Name": "web", "ID": "web-1", "Port": 80, "Meta": {"model": "x"}})
+    # Named and described as a record would be, but without smmf's tags: only the tags tell it apart.
+    foreign = {"Name": "web", "ID": "web-1", "Port": 80, "Meta": {"id": "web-1", "model": "web", "url": "http://h/v1"}}
+    consul.call("PUT", "/v1/agent/service/register", foreign)
     async with open_registry(url) as registry:
         assert await _ids(registry) == set()
         consul.call("PUT", "/v1/agent/service/deregister/web-1")
@@ -185,7 +187,7 @@ def test_the_emulator_checks_meta_as_consul_does(consul: ConsulEmulator) -> None
         )
 
 
-async def test_an_unreachable_consul_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_unreachable_consul_is_named() -> None:
     address = f"127.0.0.1:{free_port()}"
     async with open_registry(f"consul://{address}/x?timeout=1") as registry:
         with pytest.raises(RegistryUnavailable, match=address):

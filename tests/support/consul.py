@@ -18,7 +18,7 @@ from typing import Any
 
 from smmf.sidecar.child import dying_with_parent
 from tests.support.etcd import free_port
-from tests.support.processes import ROOT
+from tests.support.processes import ROOT, stop_process
 
 
 class ConsulEmulator:
@@ -69,15 +69,8 @@ class ConsulEmulator:
 
     def stop(self) -> None:
         """Kill it: an agent that is gone answers nothing more, not even the queries it was blocking."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGKILL)
         self.proc = None
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:

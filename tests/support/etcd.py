@@ -21,6 +21,7 @@ from pathlib import Path
 
 from smmf.sidecar.child import dying_with_parent
 from tests.support.pki import Pki
+from tests.support.processes import stop_process
 
 
 def free_port() -> int:
@@ -109,15 +110,8 @@ class EtcdMember:
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop by PID and wait; SIGKILL if it does not go."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, sig)
         self.proc = None
 
 

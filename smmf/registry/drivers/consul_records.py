@@ -18,20 +18,13 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import RecordRejected
 
-__all__ = [
-    "KEY_MODEL_META",
-    "LEASE_META",
-    "RecordRejected",
-    "ServiceParts",
-    "decode_service",
-    "encode_service",
-    "service_name",
-]
+__all__ = ["KEY_MODEL_META", "LEASE_META", "ServiceParts", "decode_service", "encode_service", "service_name"]
 
 META_MAX_PAIRS = 64
 META_KEY_MAX = 128
@@ -56,16 +49,16 @@ def service_name(model: str) -> str:
     return name or "model"
 
 
+@dataclass(frozen=True, slots=True)
 class ServiceParts:
     """What `PUT /v1/agent/service/register` needs besides the check."""
 
-    def __init__(self, name: str, address: str, port: int, weight: int, meta: dict[str, str], state: str) -> None:
-        self.name = name
-        self.address = address
-        self.port = port
-        self.weight = weight
-        self.meta = meta
-        self.state = state
+    name: str
+    address: str
+    port: int
+    weight: int
+    meta: dict[str, str]
+    state: str
 
 
 def _chunks(value: str) -> list[str]:
