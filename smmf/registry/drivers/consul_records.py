@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import RecordRejected
+from .record_fields import KEY_MODEL, record_fields, record_from_fields
 
 __all__ = ["KEY_MODEL_META", "LEASE_META", "ServiceParts", "decode_service", "encode_service", "service_name"]
 
@@ -35,12 +35,7 @@ _CHUNK = re.compile(r"^(.+)-([2-9]|[1-9][0-9]+)$")
 #: Meta key holding the lease a leased record lives under, so any process can revoke it.
 LEASE_META = "smmf_lease"
 #: Meta key holding the model of the record's key, when the record names another.
-KEY_MODEL_META = "smmf_key_model"
-#: Fields stored as plain strings; every other field is compact JSON.
-_STRINGS = {"id", "model", "endpoint", "kind", "backend", "protocol", "state"}
-#: A record field shown under another Meta name.
-_RENAMED = {"endpoint": "url"}
-_FIELDS = {meta: field for field, meta in _RENAMED.items()}
+KEY_MODEL_META = KEY_MODEL
 
 
 def service_name(model: str) -> str:
@@ -79,26 +74,18 @@ def _chunks(value: str) -> list[str]:
 
 def encode_service(model: str, raw: bytes, lease: int | None) -> ServiceParts:
     """The service that stores record `raw` of `model`; `RecordRejected` naming the field that cannot fit."""
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        raise RecordRejected(model, "record", "it is not JSON; Consul stores a record as its fields") from None
-    if not isinstance(record, dict):
-        raise RecordRejected(model, "record", "it is not a JSON object; Consul stores a record as its fields")
+    fields = record_fields(model, raw, "Consul")
+    record = json.loads(raw)
     meta: dict[str, str] = {}
     if lease is not None:
         meta[LEASE_META] = str(lease)
-    if record.get("model") != model:
-        meta[KEY_MODEL_META] = model
-    for field, value in record.items():
-        key: str = _RENAMED.get(str(field), str(field))
+    for key, text in fields.items():
         if not _META_KEY.match(key) or len(key) > META_KEY_MAX - 4 or key.lower().startswith("consul-"):
-            raise RecordRejected(model, field, "the name is not a Consul Meta key ([a-zA-Z0-9_-], at most 124)")
-        text = value if field in _STRINGS and isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            raise RecordRejected(model, key, "the name is not a Consul Meta key ([a-zA-Z0-9_-], at most 124)")
         for number, piece in enumerate(_chunks(text), start=1):
             meta[key if number == 1 else f"{key}-{number}"] = piece
         if len(meta) > META_MAX_PAIRS:
-            raise RecordRejected(model, field, f"the record needs more than Consul's {META_MAX_PAIRS} Meta keys")
+            raise RecordRejected(model, key, f"the record needs more than Consul's {META_MAX_PAIRS} Meta keys")
     endpoint = urlsplit(str(record.get("endpoint", "")))
     try:
         port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
@@ -112,26 +99,11 @@ def encode_service(model: str, raw: bytes, lease: int | None) -> ServiceParts:
 
 def decode_service(meta: dict[str, str]) -> tuple[str, bytes] | None:
     """The model of the record's key and the record a service's Meta holds; None when it names no model."""
-    model = meta.get(KEY_MODEL_META) or meta.get("model")
-    if model is None:
-        return None
     joined: dict[str, str] = {}
     for key in sorted(meta, key=lambda k: (_base(k), _number(k))):
-        if key in (LEASE_META, KEY_MODEL_META):
-            continue
         base = _base(key)
         joined[base] = joined.get(base, "") + meta[key]
-    record: dict[str, Any] = {}
-    for key, text in joined.items():
-        field = _FIELDS.get(key, key)
-        if field in _STRINGS:
-            record[field] = text
-        else:
-            try:
-                record[field] = json.loads(text)
-            except ValueError:
-                record[field] = text  # left for the record's validation to refuse, with the key named
-    return model, json.dumps(record, separators=(",", ":")).encode()
+    return record_from_fields(joined, ignore=frozenset({LEASE_META}))
 
 
 def _base(key: str) -> str:
