@@ -11,72 +11,91 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 
 import pytest
 
 from smmf.registry import Registry, open_registry
 from tests.support.consul import ConsulEmulator
 from tests.support.etcd import EtcdCluster
+from tests.support.nacos import NacosEmulator
 from tests.support.processes import SmmfProcess, leftovers, mark_run, reap
 
 mark_run()
 
-DRIVERS = ["memory", "file", "etcd", "consul"]
+DRIVERS = ["memory", "file", "etcd", "consul", "nacos"]
+
+
+class _Server(Protocol):
+    def start(self) -> Any: ...
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=_Server)
+
+
+def _one_for_the_session(server: S) -> Iterator[S]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _each_stopped(make: Callable[..., S]) -> Iterator[Callable[..., S]]:
+    """A `start(**options)` for a test's private servers (`make(n, **options)` builds the n-th); all stopped after."""
+    started: list[S] = []
+
+    def start(*args: Any, **options: Any) -> S:
+        server = make(len(started), *args, **options)
+        started.append(server)
+        return cast(S, server.start())
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
 
 
 @pytest.fixture(scope="session")
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     """One real etcd member shared by the tests that only read and write keys (each under its own prefix)."""
-    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from _one_for_the_session(EtcdCluster(tmp_path_factory.mktemp("etcd")))
 
 
 @pytest.fixture(scope="session")
 def consul(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsulEmulator]:
     """One Consul emulator shared by the tests that only register and read (each under its own prefix)."""
-    emulator = ConsulEmulator(tmp_path_factory.mktemp("consul")).start()
-    try:
-        yield emulator
-    finally:
-        emulator.stop()
+    yield from _one_for_the_session(ConsulEmulator(tmp_path_factory.mktemp("consul")))
+
+
+@pytest.fixture(scope="session")
+def nacos(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NacosEmulator]:
+    """One Nacos emulator shared by the tests that only register and read (each in its own group)."""
+    yield from _one_for_the_session(NacosEmulator(tmp_path_factory.mktemp("nacos")))
 
 
 @pytest.fixture
 def start_consul(tmp_path: Path) -> Iterator[Callable[..., ConsulEmulator]]:
     """Start a private Consul emulator for a test that stops it or sets its clock; all are stopped at teardown."""
-    emulators: list[ConsulEmulator] = []
+    yield from _each_stopped(lambda n, **options: ConsulEmulator(tmp_path, **options))
 
-    def start(**options: Any) -> ConsulEmulator:
-        emulator = ConsulEmulator(tmp_path, **options)
-        emulators.append(emulator)
-        return emulator.start()
 
-    try:
-        yield start
-    finally:
-        for emulator in emulators:
-            emulator.stop()
+@pytest.fixture
+def start_nacos(tmp_path: Path) -> Iterator[Callable[..., NacosEmulator]]:
+    """Start a private Nacos emulator for a test that stops or restarts it; all are stopped at teardown."""
+    yield from _each_stopped(lambda n, **options: NacosEmulator(tmp_path / f"nacos{n}", **options))
 
 
 @pytest.fixture
 def start_etcd(tmp_path: Path) -> Iterator[Callable[..., EtcdCluster]]:
     """Start a private etcd cluster for a test that stops or kills members; all are stopped at teardown."""
-    clusters: list[EtcdCluster] = []
-
-    def start(size: int = 1, client_ports: list[int] | None = None, **options: Any) -> EtcdCluster:
-        cluster = EtcdCluster(tmp_path / f"etcd{len(clusters)}", size, client_ports, **options)
-        clusters.append(cluster)
-        return cluster.start()
-
-    try:
-        yield start
-    finally:
-        for cluster in clusters:
-            cluster.stop()
+    yield from _each_stopped(
+        lambda n, size=1, client_ports=None, **options: EtcdCluster(
+            tmp_path / f"etcd{n}", size, client_ports, **options
+        )
+    )
 
 
 def registry_url_for(driver: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
@@ -87,6 +106,8 @@ def registry_url_for(driver: str, tmp_path: Path, request: pytest.FixtureRequest
         return f"file://{tmp_path}/registry.db"
     if driver == "consul":
         return request.getfixturevalue("consul").url(f"/t-{name}")
+    if driver == "nacos":
+        return request.getfixturevalue("nacos").url(f"t-{name}")
     return request.getfixturevalue("etcd").url(f"/t-{name}")
 
 
@@ -95,9 +116,9 @@ def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return registry_url_for(request.param, tmp_path, request)
 
 
-@pytest.fixture(params=["file", "etcd", "consul"])
+@pytest.fixture(params=["file", "etcd", "consul", "nacos"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A registry that separate processes can share: the embedded file, real etcd or Consul (own prefix each)."""
+    """A registry that separate processes can share: the embedded file, real etcd, Consul or Nacos (own prefix each)."""
     return registry_url_for(request.param, tmp_path, request)
 
 

@@ -10,15 +10,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from smmf.sidecar.child import dying_with_parent
 from tests.support.etcd import free_port
-from tests.support.processes import ROOT, stop_process
+from tests.support.processes import start_server, stop_process
 
 
 class ConsulEmulator:
@@ -49,23 +47,17 @@ class ConsulEmulator:
         command += ["--reaper-speedup", str(self.reaper_speedup)]
         if self.token_env:
             command += ["--token-env", self.token_env]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
-        self.proc = subprocess.Popen(dying_with_parent(command), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the Consul emulator exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                self.call("GET", "/v1/catalog/services")
-                return self
-            except urllib.error.HTTPError:
-                return self  # it answers (403 with ACLs on)
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the Consul emulator did not answer within {timeout}s")
+        self.proc = start_server(command, self.log_path, self._answers, "Consul emulator", timeout)
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            self.call("GET", "/v1/catalog/services")
+        except urllib.error.HTTPError:
+            return True  # it answers (403 with ACLs on)
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         """Kill it: an agent that is gone answers nothing more, not even the queries it was blocking."""

@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from smmf.sidecar.child import dying_with_parent
@@ -72,6 +73,24 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeo
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def start_server(
+    command: list[str], log_path: Path, answers: Callable[[], bool], name: str, timeout: float
+) -> subprocess.Popen[bytes]:
+    """Start a test server (output to `log_path`, dying with this process) and wait until `answers()`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(dying_with_parent(command), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the {name} exited: {log_path.read_text()[-2000:]}")
+        if answers():
+            return proc
+        time.sleep(0.05)
+    stop_process(proc, signal.SIGKILL)
+    raise RuntimeError(f"the {name} did not answer within {timeout}s")
 
 
 def _signal(pid: int, sig: int) -> None:
