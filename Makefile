@@ -63,7 +63,7 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 # missing until the next step, and pip reports that as an ERROR).
 $(VENV)/.installed: pyproject.toml Makefile $(LLAMA_WHEEL) | $(VENV)/bin/python
 	$(PIP) install --quiet $(TORCH)
-	$(PIP) install --quiet $(LLAMA_WHEEL) -e '.[test,check,etcd,consul,llama-cpp,embeddings,otel]'
+	$(PIP) install --quiet $(LLAMA_WHEEL) -e '.[test,check,etcd,consul,nacos,llama-cpp,embeddings,otel]'
 	touch $@
 
 $(VENV)/bin/python:

@@ -8,6 +8,7 @@ import pytest
 
 from smmf.registry import ENV_VAR, UnsupportedRegistry, default_url, open_registry
 from smmf.registry.drivers.consul import ConsulStore
+from smmf.registry.drivers.nacos import NacosStore
 from smmf.registry.drivers.etcd import EtcdStore
 from smmf.registry.drivers.file import FileStore
 from smmf.registry.drivers.memory import MemoryStore
@@ -50,9 +51,25 @@ def test_consul_urls(monkeypatch: pytest.MonkeyPatch) -> None:
     assert open_registry("consul://127.0.0.1:8500").store.address == "consul://127.0.0.1:8500/smmf"
 
 
+def test_nacos_urls() -> None:
+    store = open_registry("nacos://10.0.0.1:8848,10.0.0.2:8848?namespace=prod&group=team-a&timeout=2").store
+    assert isinstance(store, NacosStore)
+    assert store.address == "nacos://10.0.0.1:8848,10.0.0.2:8848?namespace=prod&group=team-a"
+    assert open_registry("nacos://127.0.0.1:8848").store.address == "nacos://127.0.0.1:8848?namespace=public&group=smmf"
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
+        ("nacos://", "no endpoint given"),
+        ("nacos://127.0.0.1:8848/smmf", "no path"),
+        ("nacos://127.0.0.1:8848?password=abc", "unknown option password"),
+        ("nacos://127.0.0.1:8848?group=a/b", "group="),
+        ("nacos://127.0.0.1:8848?namespace=a b", "namespace="),
+        ("nacos://127.0.0.1:8848?poll=0", "positive seconds"),
+        ("nacos://127.0.0.1:8848?username_env=SMMF_UNSET_FOR_TEST&password_env=X", "SMMF_UNSET_FOR_TEST"),
+        ("nacos://127.0.0.1:8848?username_env=HOME", "must both name"),
+        ("nacos://nacos:s3cret@127.0.0.1:8848", "username_env=VAR"),
         ("consul:///smmf", "no endpoint given"),
         ("consul://127.0.0.1:8500/smmf?token=abc", "unknown option token"),
         ("consul://127.0.0.1:8500/smmf?scheme=ftp", "http or https"),

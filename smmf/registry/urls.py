@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -120,11 +121,43 @@ def _consul(url: str) -> Store:
     return ConsulStore(endpoints, parts.path, options)
 
 
+def _nacos(url: str) -> Store:
+    from .drivers.nacos import NacosOptions, NacosStore
+
+    parts = urlsplit(url)
+    endpoints = _endpoints(url, parts.netloc, "nacos://127.0.0.1:8848?group=smmf")
+    if parts.path.strip("/"):
+        raise UnsupportedRegistry(f"{url}: a Nacos URL has no path; name the group instead (?group=...)")
+    query = parse_qs(parts.query)
+    _options(url, query, {"namespace", "group", "username_env", "password_env", "dir", "timeout", "poll"})
+    timeout = _query_float(url, query, "timeout", 3.0)
+    poll = _query_float(url, query, "poll", 1.0)
+    if timeout <= 0 or poll <= 0:
+        raise UnsupportedRegistry(f"{url}: timeout= and poll= are positive seconds")
+    group = _one(query, "group") or "smmf"
+    if not re.fullmatch(r"[a-zA-Z0-9_:.-]{1,128}", group):
+        raise UnsupportedRegistry(f"{url}: group= takes letters, digits and _ - . : (at most 128), as Nacos does")
+    namespace = _one(query, "namespace") or ""
+    if namespace and not re.fullmatch(r"[\w-]{1,64}", namespace):
+        raise UnsupportedRegistry(f"{url}: namespace= is a namespace id: letters, digits, _ and - (at most 64)")
+    options = NacosOptions(
+        namespace,
+        group,
+        _one(query, "username_env"),
+        _one(query, "password_env"),
+        _one(query, "dir"),
+        timeout=timeout,
+        poll=poll,
+    )
+    return NacosStore(endpoints, options)
+
+
 DRIVERS: dict[str, Callable[[str], Store]] = {
     "memory": _memory,
     "file": _file,
     "etcd": _etcd,
     "consul": _consul,
+    "nacos": _nacos,
 }
 
 
@@ -141,7 +174,7 @@ def open_registry(url: str | None = None) -> Registry:
         raise UnsupportedRegistry(
             f"{where}: credentials do not go in a registry URL, where logs and process lists show them; "
             "name the environment variables that hold them "
-            "(etcd: ?user_env=VAR&password_env=VAR; Consul: ?token_env=VAR)"
+            "(etcd: ?user_env=VAR&password_env=VAR; Consul: ?token_env=VAR; Nacos: ?username_env=VAR&password_env=VAR)"
         )
     scheme = parts.scheme
     driver = DRIVERS.get(scheme)
