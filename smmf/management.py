@@ -11,6 +11,7 @@ is refused.
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import aclosing
 
 from .admin import AdminAction, AdminState
@@ -18,7 +19,7 @@ from .errors import NotConfirmed, RegistryError, UnknownInstance, UsageError
 from .instance import Instance, Protocol, State
 from .registry import Registry
 
-__all__ = ["control", "find", "model_summary"]
+__all__ = ["control", "find", "model_summary", "settled"]
 
 
 async def find(registry: Registry, instance_id: str) -> Instance | None:
@@ -43,6 +44,27 @@ async def control(
         raise NotConfirmed(
             f"{instance_id} did not confirm {action} within {timeout:g}s; its sidecar may be down"
         ) from None
+
+
+#: The state each action leaves a served instance in (a restart ends as it began).
+_LEAVES = {AdminAction.OFFLINE: State.OFFLINE, AdminAction.DRAIN: State.OFFLINE, AdminAction.ONLINE: State.UP}
+
+
+async def settled(registry: Registry, instance_id: str, state: AdminState, within: float = 3.0) -> Instance | None:
+    """The record once it shows the state `state`'s action leaves it in, waiting at most `within` seconds.
+
+    The sidecar rewrites its record before it acknowledges, but a registry's
+    reads can lag its writes (Nacos answers queries from its last push, up to
+    500 ms old), so the record read right after the acknowledgement may be
+    the one from before.  After `within` seconds the record is taken as it is.
+    """
+    deadline = time.monotonic() + within
+    expected = _LEAVES.get(state.action)
+    while True:
+        record = await find(registry, instance_id)
+        if record is None or expected is None or record.state is expected or time.monotonic() >= deadline:
+            return record
+        await asyncio.sleep(0.1)
 
 
 async def _control_template(registry: Registry, record: Instance, action: AdminAction, requested_by: str) -> AdminState:

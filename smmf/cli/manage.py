@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from ..admin import AdminAction
 from ..errors import AlreadyRegistered, UnknownInstance, UsageError
 from ..instance import Instance, Load, Protocol
-from ..management import control, find
+from ..management import control, find, settled
 from ..registry import open_registry
 from ..template.options import add_template_arguments, template_from_args
 from .options import Commands, add_registry_option, instance_id
@@ -20,8 +20,8 @@ from .options import Commands, add_registry_option, instance_id
 
 async def _control(args: argparse.Namespace) -> int:
     async with open_registry(args.registry) as registry:
-        await control(registry, args.id, AdminAction(args.command), timeout=args.timeout)
-        record = await find(registry, args.id)
+        state = await control(registry, args.id, AdminAction(args.command), timeout=args.timeout)
+        record = await settled(registry, args.id, state)
     now = f"; now {record.state}" if record is not None else "; not running"
     print(f"{args.id}: {args.command} done{now}")
     return 0

@@ -17,6 +17,8 @@ from .tables import instance_table
 
 #: On a terminal each view replaces the last: cursor home, clear the screen.
 CLEAR = "\x1b[H\x1b[2J"
+#: Seconds the first frame waits for the first listing before it says it is waiting.
+FIRST_LISTING = 10.0
 
 
 def _view(url: str, records: dict[str, Instance] | None) -> str:
@@ -42,6 +44,16 @@ async def _follow(registry: Registry, model: str | None, records: dict[str, Inst
         changed.set()
 
 
+async def _first(changed: asyncio.Event, stop: asyncio.Event) -> None:
+    """Until the first listing arrived or the user stopped."""
+    waits = [asyncio.ensure_future(changed.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 async def _top(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -54,6 +66,9 @@ async def _top(args: argparse.Namespace) -> int:
         follower = asyncio.create_task(_follow(registry, args.model, records, changed))
         shown = 0
         try:
+            # The first frame waits a little for the first listing: connecting can take longer than a frame.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first(changed, stop), FIRST_LISTING)
             while not stop.is_set() and (args.iterations == 0 or shown < args.iterations):
                 view = _view(registry.url, records if changed.is_set() or records else None)
                 sys.stdout.write((CLEAR if tty else "") + view + ("" if tty else "\n"))
