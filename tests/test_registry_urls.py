@@ -8,10 +8,10 @@ import pytest
 
 from smmf.registry import ENV_VAR, UnsupportedRegistry, default_url, open_registry
 from smmf.registry.drivers.consul import ConsulStore
-from smmf.registry.drivers.nacos import NacosStore
 from smmf.registry.drivers.etcd import EtcdStore
 from smmf.registry.drivers.file import FileStore
 from smmf.registry.drivers.memory import MemoryStore
+from smmf.registry.drivers.nacos import NacosStore
 
 
 def test_unknown_scheme_lists_the_supported_ones() -> None:
