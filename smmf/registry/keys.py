@@ -7,7 +7,7 @@ never match another model whose name merely starts the same way.
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 INSTANCES = "instances/"
 ADMIN = "admin/"
@@ -29,3 +29,17 @@ def admin_key(instance_id: str) -> str:
 def key_id(key: str) -> str:
     """The instance id a key is about: its last segment, in both layouts."""
     return key.rsplit("/", 1)[-1]
+
+
+def instance_parts(key: str) -> tuple[str, str] | None:
+    """(model, id) of an instance key; None for any other key."""
+    if not key.startswith(INSTANCES):
+        return None
+    quoted, _, instance_id = key[len(INSTANCES) :].partition("/")
+    return unquote(quoted), instance_id
+
+
+def prefix_model(prefix: str) -> str | None:
+    """The model an instance prefix is about; None for the prefix of every model."""
+    rest = prefix[len(INSTANCES) :].rstrip("/")
+    return unquote(rest) if rest else None

@@ -7,8 +7,6 @@ Consul agent restarted without its data.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -16,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.etcd import free_port
-from tests.support.processes import start_server, stop_process
+from tests.support.processes import ServerProcess
 
 
-class ConsulEmulator:
+class ConsulEmulator(ServerProcess):
+    name = "Consul emulator"
+
     def __init__(
         self,
         log_dir: Path,
@@ -28,29 +28,23 @@ class ConsulEmulator:
         token_env: str | None = None,
         reaper_speedup: float = 1.0,
     ) -> None:
-        self.port = port or free_port()
+        port = port or free_port()
+        super().__init__(port, log_dir / f"consul-{port}.log")
         self.token_env = token_env
         self.reaper_speedup = reaper_speedup
-        self.log_path = log_dir / f"consul-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def url(self, prefix: str = "/smmf", **options: str) -> str:
         query = "&".join(f"{k}={v}" for k, v in options.items())
         return f"consul://{self.address}{prefix}" + (f"?{query}" if query else "")
 
-    def start(self, timeout: float = 30.0) -> ConsulEmulator:
+    def command(self) -> list[str]:
         command = [sys.executable, "-m", "tests.support.consul_emulator", "--port", str(self.port)]
         command += ["--reaper-speedup", str(self.reaper_speedup)]
         if self.token_env:
             command += ["--token-env", self.token_env]
-        self.proc = start_server(command, self.log_path, self._answers, "Consul emulator", timeout)
-        return self
+        return command
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         try:
             self.call("GET", "/v1/catalog/services")
         except urllib.error.HTTPError:
@@ -58,12 +52,6 @@ class ConsulEmulator:
         except OSError:
             return False
         return True
-
-    def stop(self) -> None:
-        """Kill it: an agent that is gone answers nothing more, not even the queries it was blocking."""
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGKILL)
-        self.proc = None
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
         """One HTTP call, as curl would make it; the decoded JSON answer (None for an empty one)."""

@@ -8,18 +8,15 @@ Nacos server restarted without its data.
 from __future__ import annotations
 
 import json
-import signal
 import socket
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.processes import start_server, stop_process
-
-GRPC_OFFSET = 1000
+from tests.support.nacos_emulator import GRPC_OFFSET
+from tests.support.processes import ServerProcess
 
 
 def _free(port: int) -> bool:
@@ -42,7 +39,10 @@ def free_port_pair() -> int:
     raise RuntimeError("no free pair of ports (p, p + 1000) on 127.0.0.1")
 
 
-class NacosEmulator:
+class NacosEmulator(ServerProcess):
+    name = "Nacos emulator"
+    start_timeout = 60.0
+
     def __init__(
         self,
         log_dir: Path,
@@ -52,42 +52,30 @@ class NacosEmulator:
         user_env: str | None = None,
         password_env: str | None = None,
     ) -> None:
-        self.port = port or free_port_pair()
+        port = port or free_port_pair()
+        super().__init__(port, log_dir / f"nacos-{port}.log")
         self.keep_alive = keep_alive
         self.user_env = user_env
         self.password_env = password_env
         self.log_dir = log_dir
-        self.log_path = log_dir / f"nacos-{self.port}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def url(self, group: str = "smmf", **options: str) -> str:
         query = "&".join(f"{k}={v}" for k, v in {"group": group, "dir": str(self.log_dir / "sdk"), **options}.items())
         return f"nacos://{self.address}?{query}"
 
-    def start(self, timeout: float = 60.0) -> NacosEmulator:
+    def command(self) -> list[str]:
         command = [sys.executable, "-m", "tests.support.nacos_emulator", "--port", str(self.port)]
         command += ["--keep-alive", str(self.keep_alive)]
         if self.user_env and self.password_env:
             command += ["--user-env", self.user_env, "--password-env", self.password_env]
-        self.proc = start_server(command, self.log_path, self._answers, "Nacos emulator", timeout)
-        return self
+        return command
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         try:
             self.connections()
         except (OSError, urllib.error.URLError):
             return False
         return True
-
-    def stop(self) -> None:
-        """Kill it: a server that is gone closes every connection and keeps nothing."""
-        if self.proc is not None:
-            stop_process(self.proc, signal.SIGKILL)
-        self.proc = None
 
     def _call(self, method: str, path: str) -> Any:
         request = urllib.request.Request(f"http://{self.address}{path}", method=method)
@@ -98,6 +86,10 @@ class NacosEmulator:
         """The registered connections: id → labels and the services each publishes in."""
         answer: dict[str, Any] = self._call("GET", "/_emulator/connections")
         return answer
+
+    def publishing(self, service: str) -> bool:
+        """Whether any connection publishes instances in `service` (the server's own view, with no push delay)."""
+        return any(s.endswith("@@" + service) for c in self.connections().values() for s in c["services"])
 
     def drop(self, service: str) -> list[str]:
         """Unregister the connections that publish in `service`, as the server does with one that stopped answering."""

@@ -101,7 +101,6 @@ MAX_METADATA_LENGTH = 1024
 INVALID_PARAM = 400
 NO_RIGHT = 403
 SERVER_ERROR = 500
-INVALID_SERVER_STATUS = 300
 UN_REGISTER = 301
 NO_HANDLER = 302
 CONFIG_NOT_FOUND = 300
@@ -162,7 +161,6 @@ ConfigKey = tuple[str, str, str]  # namespace, group, data id
 @dataclass
 class Connection:
     id: str
-    peer: str
     labels: dict[str, str]
     outbox: asyncio.Queue[Payload | None] = field(default_factory=asyncio.Queue)
     last_active: float = field(default_factory=time.monotonic)
@@ -605,6 +603,7 @@ class BiStreamService(BiRequestStreamServicer):
         server = self.server
         connection_id = server.connection_id(context.peer())
         connection: Connection | None = None
+        set_up = asyncio.Event()
 
         async def read() -> None:
             nonlocal connection
@@ -612,8 +611,9 @@ class BiStreamService(BiRequestStreamServicer):
                 async for payload in requests:
                     body = json.loads(payload.body.value or b"{}")
                     if payload.metadata.type == "ConnectionSetupRequest":
-                        connection = Connection(connection_id, context.peer(), body.get("labels") or {})
+                        connection = Connection(connection_id, body.get("labels") or {})
                         server.connections[connection_id] = connection
+                        set_up.set()
                         if body.get("abilityTable") is not None:
                             connection.outbox.put_nowait(
                                 _payload("SetupAckRequest", {"abilityTable": {}, "module": "internal", "headers": {}})
@@ -626,12 +626,12 @@ class BiStreamService(BiRequestStreamServicer):
             finally:
                 server.unregister(connection_id)
                 if connection is not None:
-                    connection.outbox.put_nowait(None)
+                    connection.outbox.put_nowait(None)  # ends the writer even when it was unregistered before
+                set_up.set()
 
         reader = asyncio.ensure_future(read())
         try:
-            while connection is None and not reader.done():
-                await asyncio.sleep(0.01)
+            await set_up.wait()
             while connection is not None:
                 item = await connection.outbox.get()
                 if item is None:

@@ -19,8 +19,9 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Self
 
 from smmf.sidecar.child import dying_with_parent
 
@@ -75,22 +76,56 @@ def stop_process(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeo
     return proc.returncode
 
 
-def start_server(
-    command: list[str], log_path: Path, answers: Callable[[], bool], name: str, timeout: float
-) -> subprocess.Popen[bytes]:
-    """Start a test server (output to `log_path`, dying with this process) and wait until `answers()`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(dying_with_parent(command), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the {name} exited: {log_path.read_text()[-2000:]}")
-        if answers():
-            return proc
-        time.sleep(0.05)
-    stop_process(proc, signal.SIGKILL)
-    raise RuntimeError(f"the {name} did not answer within {timeout}s")
+class ServerProcess(ABC):
+    """A test server run as its own process on loopback, its output in `log_path`, dying with this process.
+
+    `stop()` kills it by PID: a server that is gone answers nothing more, not
+    even what it was blocking on.  Started again on the same port it is empty,
+    as a server restarted without its data.
+    """
+
+    #: Named in errors.
+    name = "test server"
+    #: Seconds `start()` waits for `answers()`.
+    start_timeout = 30.0
+
+    def __init__(self, port: int, log_path: Path) -> None:
+        self.port = port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The command line that runs the server."""
+
+    @abstractmethod
+    def answers(self) -> bool:
+        """Whether it answers yet."""
+
+    def start(self) -> Self:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                dying_with_parent(self.command()), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+            )
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the {self.name} exited: {self.log_path.read_text()[-2000:]}")
+            if self.answers():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"the {self.name} did not answer within {self.start_timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, signal.SIGKILL)
+        self.proc = None
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -41,7 +41,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 import aiohttp
 
@@ -61,7 +60,7 @@ from ...errors import (
     RegistryUnavailable,
     UnsupportedRegistry,
 )
-from ..keys import INSTANCES, instance_key
+from ..keys import INSTANCES, instance_key, instance_parts, prefix_model
 from ..store import RawEvent, Store
 from .consul_records import LEASE_META, decode_service, encode_service, service_name
 
@@ -222,14 +221,6 @@ class ConsulStore(Store):
     def _kv(self, key: str) -> str:
         return f"{self._prefix}/{key}"
 
-    @staticmethod
-    def _instance(key: str) -> tuple[str, str] | None:
-        """(model, id) of an instance key; None for any other key (those live in KV)."""
-        if not key.startswith(INSTANCES):
-            return None
-        quoted, _, instance_id = key[len(INSTANCES) :].partition("/")
-        return unquote(quoted), instance_id
-
     # -- leases ------------------------------------------------------------
 
     async def grant(self, ttl: float) -> int:
@@ -279,7 +270,7 @@ class ConsulStore(Store):
 
     async def put(self, key: str, value: bytes, lease: int | None = None) -> int:
         """Register the service (instances) or write the KV key (anything else); Consul returns no index, so 0."""
-        instance = self._instance(key)
+        instance = instance_parts(key)
         if instance is None:
             if lease is not None:
                 raise RegistryError(f"registry {self.address}: only instance records take a lease in Consul")
@@ -319,7 +310,7 @@ class ConsulStore(Store):
     async def create(self, key: str, value: bytes, lease: int | None = None) -> int:
         """Write only where nothing is.  Consul's agent API has no compare-and-set on services, so for a record
         this reads, then registers: two sidecars racing for one id within that gap can both succeed."""
-        if self._instance(key) is None:
+        if instance_parts(key) is None:
             if not await self._call(lambda c: c.kv.put(self._kv(key), value, cas=0)):
                 raise AlreadyRegistered(key)
             return 0
@@ -328,7 +319,7 @@ class ConsulStore(Store):
         return await self.put(key, value, lease)
 
     async def get(self, key: str) -> bytes | None:
-        instance = self._instance(key)
+        instance = instance_parts(key)
         if instance is None:
             _, entry = await self._call(lambda c: c.kv.get(self._kv(key)))
             return None if entry is None else (entry.get("Value") or b"")
@@ -338,7 +329,7 @@ class ConsulStore(Store):
         return None if item is None else item[0]
 
     async def delete(self, key: str) -> bool:
-        instance = self._instance(key)
+        instance = instance_parts(key)
         if instance is None:
             if await self.get(key) is None:
                 return False
@@ -380,17 +371,12 @@ class ConsulStore(Store):
         start = len(self._prefix) + 1
         return int(returned), {e["Key"][start:]: (e.get("Value") or b"", e["ModifyIndex"]) for e in entries or []}
 
-    @staticmethod
-    def _model(prefix: str) -> str | None:
-        rest = prefix[len(INSTANCES) :].rstrip("/")
-        return unquote(rest) if rest else None
-
     async def list(self, prefix: str) -> tuple[dict[str, bytes], int]:
         if not prefix.startswith(INSTANCES):
             index, items = await self._admin(prefix, 0)
             listing = _Listing(None, {"": index}, {"": items})
         else:
-            model = self._model(prefix)
+            model = prefix_model(prefix)
             catalog_index, names = (None, {service_name(model)}) if model else await self._services(0)
             listing = _Listing(catalog_index, {}, {})
             for name in sorted(names):
