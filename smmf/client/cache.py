@@ -28,6 +28,7 @@ import time
 
 from ..instance import Instance, first_report
 from ..registry import Delete, Put, Registry, Snapshot
+from ..tasks import cancel_and_wait
 from .peer import Peer
 from .trust import Trust
 
@@ -84,9 +85,7 @@ class InstanceCache:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         async for event in self.registry.watch():

@@ -1,6 +1,6 @@
 """Dependencies point one way: the record and wire format at the bottom, the CLI at the top.
 
-errors, backoff, outage, wire, template, instance, admin   (shared: import nothing above them)
+errors, backoff, outage, tasks, wire, template, instance, admin   (shared: import nothing above them)
 registry                                                   (the record's store)
 worker                                                     (knows nothing of registries)
 sidecar, client                                            (over the registry; never each other)
@@ -16,12 +16,13 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "smmf"
 
-SHARED = {"errors", "backoff", "outage", "wire", "template", "instance", "admin"}
+SHARED = {"errors", "backoff", "outage", "tasks", "wire", "template", "instance", "admin"}
 #: What each part may import from smmf (its own modules always).
 ALLOWED = {
     "errors": set(),
     "backoff": set(),
     "outage": set(),
+    "tasks": set(),
     "wire": set(),
     "template": {"errors", "wire"},
     "instance": {"template"},

@@ -58,7 +58,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 try:
     from v2.nacos import (
@@ -90,7 +89,8 @@ from ...errors import (
     RegistryUnavailable,
     UnsupportedRegistry,
 )
-from ..keys import ADMIN, INSTANCES, instance_key
+from ...tasks import cancel_and_wait
+from ..keys import ADMIN, INSTANCES, instance_key, instance_parts, prefix_model
 from ..store import RawEvent, Store
 from .nacos_records import decode_instance, encode_instance, service_name
 
@@ -194,6 +194,10 @@ class _Reconnects(ConnectionEventListener):
             queue.put_nowait(("", RegistryUnavailable(self.address, reason)))
 
 
+def _encoded(items: dict[str, str]) -> dict[str, bytes]:
+    return {k: v.encode() for k, v in items.items()}
+
+
 def _md5(content: str) -> str:
     return hashlib.md5(content.encode()).hexdigest() if content else ""
 
@@ -289,7 +293,9 @@ class NacosStore(Store):
     async def _call(self, call: Awaitable[R]) -> R:
         """One SDK call, bounded, with Nacos's failures as smmf's errors."""
         try:
-            return await asyncio.wait_for(call, self._options.timeout * 4 + 1)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation (see smmf.tasks).
+            async with asyncio.timeout(self._options.timeout * 4 + 1):
+                return await call
         except NacosException as exc:
             code, message = getattr(exc, "error_code", None), str(getattr(exc, "message", "") or exc)
             if code == 403 or "access token" in message:
@@ -319,14 +325,6 @@ class NacosStore(Store):
                     await asyncio.wait_for(client.shutdown(), 5)
 
     # -- keys --------------------------------------------------------------
-
-    @staticmethod
-    def _instance(key: str) -> tuple[str, str] | None:
-        """(model, id) of an instance key; None for any other key."""
-        if not key.startswith(INSTANCES):
-            return None
-        quoted, _, instance_id = key[len(INSTANCES) :].partition("/")
-        return unquote(quoted), instance_id
 
     @staticmethod
     def _document(key: str) -> str:
@@ -401,7 +399,8 @@ class NacosStore(Store):
 
     async def put(self, key: str, value: bytes, lease: int | None = None) -> int:
         """Register the instance under its lease's connection, or write the key into its configuration document."""
-        if self._instance(key) is None or lease is None:
+        instance = instance_parts(key)
+        if instance is None or lease is None:
             if lease is not None:
                 raise RegistryError(f"registry {self.address}: only instance records take a lease in Nacos")
 
@@ -411,13 +410,10 @@ class NacosStore(Store):
 
             await self._update(self._document(key), write)
             return self._next_revision()
-        instance = self._instance(key)
-        assert instance is not None
         held = self._leases.get(lease)
         if held is None:
             raise LeaseNotFound(f"lease {lease} not found")
-        model, _ = instance
-        parts = encode_instance(model, value)
+        parts = encode_instance(instance[0], value)
         param = RegisterInstanceParam(
             ip=parts.ip,
             port=parts.port,
@@ -442,13 +438,14 @@ class NacosStore(Store):
     async def create(self, key: str, value: bytes, lease: int | None = None) -> int:
         """Write only where nothing is.  For a record this checks, then writes: Nacos has no compare-and-set
         on instances, so two processes racing for one id within that gap can both succeed."""
-        if self._instance(key) is not None and await self.get(key) is not None:
-            # The server answers from its last push: a record dropped just now can still be there.
-            await asyncio.sleep(PUSH_DELAY)
+        if instance_parts(key) is not None:
             if await self.get(key) is not None:
-                raise AlreadyRegistered(key)
-        if self._instance(key) is not None and lease is not None:
-            return await self.put(key, value, lease)
+                # The server answers from its last push: a record dropped just now can still be there.
+                await asyncio.sleep(PUSH_DELAY)
+                if await self.get(key) is not None:
+                    raise AlreadyRegistered(key)
+            if lease is not None:
+                return await self.put(key, value, lease)
 
         def add(items: dict[str, str]) -> bool:
             if key in items:
@@ -460,7 +457,7 @@ class NacosStore(Store):
         return self._next_revision()
 
     async def get(self, key: str) -> bytes | None:
-        instance = self._instance(key)
+        instance = instance_parts(key)
         if instance is not None:
             held = self._held(key)
             if held is not None:
@@ -468,12 +465,10 @@ class NacosStore(Store):
             found = await self._service(service_name(instance[0]))
             if key in found:
                 return found[key]
-        items = await self._read(self._document(key))
-        text = items.get(key)
-        return None if text is None else text.encode()
+        return (await self._read(self._document(key))).get(key)
 
     async def delete(self, key: str) -> bool:
-        instance = self._instance(key)
+        instance = instance_parts(key)
         if instance is not None:
             held = self._held(key)
             if held is not None:
@@ -507,8 +502,8 @@ class NacosStore(Store):
             return {}  # not smmf's: nothing in it is a record
         return {str(k): v for k, v in items.items() if isinstance(v, str)} if isinstance(items, dict) else {}
 
-    async def _read(self, doc: str) -> dict[str, str]:
-        return self._parse(await self._fetch(doc))
+    async def _read(self, doc: str) -> dict[str, bytes]:
+        return _encoded(self._parse(await self._fetch(doc)))
 
     async def _update(self, doc: str, change: Callable[[dict[str, str]], bool]) -> bool:
         """Apply `change` to a document by compare-and-set on its md5; False when `change` changed nothing."""
@@ -566,22 +561,17 @@ class NacosStore(Store):
                 return names
         return names  # pragma: no cover - the loop returns
 
-    @staticmethod
-    def _model(prefix: str) -> str | None:
-        rest = prefix[len(INSTANCES) :].rstrip("/")
-        return unquote(rest) if rest else None
-
     async def list(self, prefix: str) -> tuple[dict[str, bytes], int]:
         sources: dict[str, dict[str, bytes]] = {}
         models = False
         if prefix.startswith(INSTANCES):
-            model = self._model(prefix)
+            model = prefix_model(prefix)
             models = model is None
             names = await self._service_names() if models else {service_name(str(model))}
             for name in sorted(names):
                 sources[name] = {k: v for k, v in (await self._service(name)).items() if k.startswith(prefix)}
         doc = self._document(prefix)
-        sources["\0" + doc] = {k: v.encode() for k, v in (await self._read(doc)).items() if k.startswith(prefix)}
+        sources["\0" + doc] = {k: v for k, v in (await self._read(doc)).items() if k.startswith(prefix)}
         revision = self._next_revision()
         self._listings[(prefix, revision)] = _Listing(sources, models)
         while len(self._listings) > RESUMABLE:
@@ -611,7 +601,7 @@ class NacosStore(Store):
             updates.put_nowait((name, await self._service(name)))  # what changed between the listing and now
 
         async def changed(tenant: str, group_: str, data_id: str, content: str) -> None:
-            updates.put_nowait(("\0" + doc, {k: v.encode() for k, v in self._parse(content).items()}))
+            updates.put_nowait(("\0" + doc, _encoded(self._parse(content))))
 
         async def poll() -> None:
             """New models of the group, and the document again: the SDK can lose a change notice that arrives
@@ -623,7 +613,7 @@ class NacosStore(Store):
                         for name in sorted(await self._service_names() - set(callbacks)):
                             known.setdefault(name, {})
                             await subscribe(name)
-                    updates.put_nowait(("\0" + doc, {k: v.encode() for k, v in (await self._read(doc)).items()}))
+                    updates.put_nowait(("\0" + doc, await self._read(doc)))
             except RegistryError as exc:
                 updates.put_nowait(("", exc))
 
@@ -636,7 +626,7 @@ class NacosStore(Store):
             await manager.notify_config_changed(doc, group, configs.namespace_id)
             for name in [n for n in known if not n.startswith("\0")]:
                 await subscribe(name)
-            updates.put_nowait(("\0" + doc, {k: v.encode() for k, v in (await self._read(doc)).items()}))
+            updates.put_nowait(("\0" + doc, await self._read(doc)))
             poller = asyncio.create_task(poll())
             while True:
                 name, update = await updates.get()
@@ -654,11 +644,13 @@ class NacosStore(Store):
         finally:
             self._streams.discard(updates)
             if poller is not None:
-                poller.cancel()
-            with contextlib.suppress(Exception):
-                await configs.remove_listener(doc, group, changed)
+                await cancel_and_wait(poller)
+            with contextlib.suppress(RegistryError):
+                await self._call(configs.remove_listener(doc, group, changed))
             for name, pushed in callbacks.items():
-                with contextlib.suppress(Exception):
-                    await reader.unsubscribe(
-                        SubscribeServiceParam(service_name=name, group_name=group, subscribe_callback=pushed)
+                with contextlib.suppress(RegistryError):
+                    await self._call(
+                        reader.unsubscribe(
+                            SubscribeServiceParam(service_name=name, group_name=group, subscribe_callback=pushed)
+                        )
                     )
