@@ -137,6 +137,26 @@ async def test_least_loaded_breaks_ties_away_from_a_slow_instance(fleets: Callab
     assert slow_count <= 4  # one to learn its speed; random ties would give it about 20
 
 
+async def test_the_load_a_worker_reports_on_a_response_reaches_the_instance_s_view(
+    fleets: Callable[..., Fleet], tmp_path: Path
+) -> None:
+    url = f"file://{tmp_path}/r.db"
+    fleet = fleets(url, [1], "--ttft-ms", "0", "--tpot-ms", "50")
+    direct = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{fleet.members[0].port}/v1", api_key="unused")
+    streams = [
+        await direct.chat.completions.create(model=fleet.model, messages=MESSAGES, max_tokens=200, stream=True)
+        for _ in range(3)
+    ]
+    try:
+        async with ModelClient(url) as client:
+            await client.completions.create(model=fleet.model, prompt="x", max_tokens=1)
+            (peer,) = client.cache.peers(fleet.model)
+            assert peer.reported is not None and peer.reported[0] == 3, "another client's three streams, not ours"
+    finally:
+        for stream in streams:
+            await stream.close()
+
+
 async def _published_busy(client: ModelClient, fleet: Fleet) -> bool:
     loads = {r.id: r.load.inflight for r in client.models().get(fleet.model, [])}
     return any(k.startswith(fleet.instance_of(fleet.members[0])) and v >= 5 for k, v in loads.items())

@@ -56,6 +56,29 @@ def test_a_figure_from_a_clock_ahead_of_ours_is_taken_as_of_now() -> None:
     assert peer.load == 1
 
 
+def test_a_load_report_on_a_response_counts_others_and_ages_against_the_published_load() -> None:
+    peer = Peer(record(Load(inflight=7, updated_at=time.time() - 5)))
+    answered, other = peer.begin(), peer.begin()
+    peer.report(inflight=3, queued=1)  # not counting the request it answers; our other one is among the four
+    assert peer.load == 2 + 3  # ours: 2 in flight here; others': 4 less our other one
+    answered.end(ok=True)
+    assert peer.load == 1 + 3
+    peer.update(record(Load(inflight=2, updated_at=time.time() + 1)))  # a newer published figure wins
+    assert peer.load == 1 + 1
+    peer.report(inflight=0, queued=0, at=time.time() + 2)
+    assert peer.load == 1
+    other.end(ok=True)
+
+
+def test_a_report_that_counts_fewer_than_ours_leaves_others_at_zero() -> None:
+    peer = Peer(record())
+    tickets = [peer.begin() for _ in range(3)]
+    peer.report(inflight=0, queued=0)  # our others had not reached it yet
+    assert peer.load == 3
+    for ticket in tickets:
+        ticket.end(ok=True)
+
+
 def picks(fast_latency: float, slow_latency: float, n: int = 400) -> Counter[str]:
     a, b = Peer(record(id="h:1-a")), Peer(record(id="h:2-b"))
     a.mean_latency, b.mean_latency = fast_latency, slow_latency

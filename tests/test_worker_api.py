@@ -180,6 +180,28 @@ def test_admission_control_answers_429_with_retry_after(start_worker: StartWorke
     busy.close()
 
 
+def test_every_response_reports_the_load_it_left_out_of_its_own_count(start_worker: StartWorker) -> None:
+    """The ORCA header (smmf.wire.load_report): in-flight and queued as the worker answered, less that request."""
+    worker = start_worker("sim", "--model", "m", "--max-concurrency", "1", "--max-queue", "0", "--ttft-ms", "0",
+                          "--tpot-ms", "50")  # fmt: skip
+    client = sdk(worker)
+    busy = client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES, max_tokens=100, stream=True)
+    assert busy.headers["endpoint-load-metrics"] == "TEXT named_metrics.inflight=0, named_metrics.queued=0"
+    stream = busy.parse()
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="m", messages=MESSAGES, max_tokens=1)
+    assert refused.value.response.headers["endpoint-load-metrics"] == (
+        "TEXT named_metrics.inflight=1, named_metrics.queued=0"
+    ), "a refusal reports the stream holding the only slot"
+    stream.close()
+    deadline = time.monotonic() + 10
+    while metric(worker, "smmf_requests_inflight") != 0:
+        assert time.monotonic() < deadline, "the slot was not freed after the stream was closed"
+        time.sleep(0.05)
+    whole = client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES, max_tokens=1)
+    assert whole.headers["endpoint-load-metrics"] == "TEXT named_metrics.inflight=0, named_metrics.queued=0"
+
+
 def test_disconnect_cancels_the_generation_and_frees_the_slot(start_worker: StartWorker) -> None:
     worker = start_worker("sim", "--model", "m", "--max-concurrency", "1", "--max-queue", "0", "--ttft-ms", "0",
                           "--tpot-ms", "100")  # fmt: skip

@@ -1,4 +1,5 @@
-"""What one client knows locally about one instance (a peer): its record, in-flight count, latency and failures.
+"""What one client knows locally about one instance (a peer): its record, in-flight count, latency, failures,
+and the load it last reported on a response.
 
 Kept apart from discovery (`cache.py`, which only says what exists) and from
 balancing (`balancers.py`, which only picks): this is the shared state both
@@ -60,6 +61,8 @@ class Peer:
         self.inflight = 0
         #: How many of this client's requests the record's load figure counted.
         self.own_in_published = 0
+        #: (others' in-flight and queued requests, wall-clock time) from the last load report on a response.
+        self.reported: tuple[int, float] | None = None
         #: (when, in-flight before) of recent changes of `inflight`.
         self._changes: deque[tuple[float, int]] = deque(maxlen=HISTORY)
         #: Peak-sensitive latency EWMA, for `peak_ewma`: one slow answer is noticed at once.
@@ -116,17 +119,33 @@ class Peer:
             self.own_in_published = self.inflight_at(record.load.updated_at)
         self.record = record
 
+    def report(self, inflight: int, queued: int, at: float | None = None) -> None:
+        """A load report that came on a response: the instance's work at `at` (now), less the request it answers.
+
+        This client's own requests there are in it: those still in flight
+        here, less the one being answered, whose ticket is still open.  They
+        are taken out, as from a published load, so only others' work remains.
+        """
+        others = inflight + queued - max(0, self.inflight - 1)
+        self.reported = (max(0, others), time.time() if at is None else at)
+
     @property
     def load(self) -> float:
-        """Local in-flight plus the load others put on the instance when it last published, per unit of weight.
+        """Local in-flight plus the load others put on the instance, per unit of weight.
 
-        Counting the published figure whole would count this client's own
-        requests twice, once as they are now and once as they were up to a
-        publishing interval ago: with short requests that stale copy is
-        noise larger than the difference between two instances.
+        Others' load is the freshest figure this client has: the last report
+        on a response, or the load the sidecar published when that is newer.
+        Counting a figure whole would count this client's own requests twice,
+        once as they are now and once as they were when it was measured: with
+        short requests that stale copy is noise larger than the difference
+        between two instances.
         """
-        published = self.record.load.inflight + self.record.load.queued
-        return (self.inflight + max(0, published - self.own_in_published)) / self.record.weight
+        reported = self.reported
+        if reported is not None and reported[1] >= self.record.load.updated_at:
+            others = reported[0]
+        else:
+            others = max(0, self.record.load.inflight + self.record.load.queued - self.own_in_published)
+        return (self.inflight + others) / self.record.weight
 
     @property
     def cost(self) -> float:

@@ -35,6 +35,7 @@ from ..template import (
 )
 from ..wire import sse
 from ..wire.errors import read_error
+from ..wire.load_report import LOAD_REPORT, parse_load_report
 from ..wire.responses import ResponseBuilder
 from ..wire.retry_after import parse_retry_after
 from .peer import Peer, Ticket
@@ -183,6 +184,9 @@ class HttpTransport:
             raise Retryable(
                 APIConnectionError(f"{peer.id}: {exc.__class__.__name__}: {exc}", instance_id=peer.id)
             ) from None
+        report = parse_load_report(raw.headers.get(LOAD_REPORT))
+        if report is not None:
+            peer.report(*report)
         if raw.status >= 400:
             text = await raw.text()
             raw.release()

@@ -13,12 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from aiohttp import web
 
 from ..errors import ErrorResponse
 from ..wire import sse
+from ..wire.load_report import LOAD_REPORT, format_load_report
 from ..wire.responses import ResponseBuilder, Usage, embedding_response
 from ..wire.routes import Route
 from .admission import Admission
@@ -44,6 +46,8 @@ HEADER_TIMEOUT = 20.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 R = TypeVar("R", ChatRequest, CompletionRequest, EmbeddingRequest)
+#: Set on a request while it holds a generation slot, so its own load report leaves it out.
+_IN_SLOT = "smmf.in_slot"
 
 
 class Worker:
@@ -74,6 +78,7 @@ class Worker:
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._errors])
+        app.on_response_prepare.append(self._report_load)
         app.add_routes(
             [
                 web.post("/v1/chat/completions", self.chat),
@@ -96,6 +101,24 @@ class Worker:
     async def close(self) -> None:
         self.ready = False
         await self.backend.close()
+
+    async def _report_load(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Every response says how busy the worker is as it answers, not counting this request (see wire.load_report).
+
+        A whole answer is sent after its slot was given back; a stream starts
+        while it holds one, which is left out here.
+        """
+        inflight = self.admission.inflight - (1 if request.get(_IN_SLOT) else 0)
+        response.headers[LOAD_REPORT] = format_load_report(max(0, inflight), self.admission.queued)
+
+    @asynccontextmanager
+    async def _slot(self, request: web.Request) -> AsyncIterator[None]:
+        async with self.admission.slot():
+            request[_IN_SLOT] = True
+            try:
+                yield
+            finally:
+                request[_IN_SLOT] = False
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -190,7 +213,7 @@ class Worker:
     async def embeddings(self, request: web.Request) -> web.Response:
         req = await self._body(request, EmbeddingRequest, "embeddings")
         started = time.perf_counter()
-        async with self.admission.slot():
+        async with self._slot(request):
             vectors, tokens = await self.backend.embed(req)
         if req.dimensions is not None:
             vectors = [v[: req.dimensions] for v in vectors]
@@ -211,7 +234,7 @@ class Worker:
         self, request: web.Request, req: ChatRequest | CompletionRequest, ids: ResponseBuilder, route: Route
     ) -> web.StreamResponse:
         started = time.perf_counter()
-        async with self.admission.slot():
+        async with self._slot(request):
             pieces = self.backend.generate(req)
             try:
                 first = await anext(pieces, Delta(finish_reason="stop", usage=Usage.counted(0, 0)))

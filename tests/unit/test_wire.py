@@ -1,4 +1,4 @@
-"""The OpenAI wire format: event streams, error bodies and Retry-After."""
+"""The OpenAI wire format: event streams, error bodies, Retry-After and load reports."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from smmf.wire import sse
 from smmf.wire.errors import error_body, read_error
+from smmf.wire.load_report import format_load_report, parse_load_report
 from smmf.wire.responses import ResponseBuilder, Usage
 from smmf.wire.retry_after import format_retry_after, parse_retry_after
 
@@ -69,3 +70,29 @@ def test_a_stream_and_a_whole_answer_carry_the_same_id_and_usage() -> None:
     assert whole["id"] == first["id"] == shape.usage_chunk(usage)["id"]
     assert whole["usage"] == {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": "hi"}
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("TEXT named_metrics.inflight=3, named_metrics.queued=1", (3, 1)),
+        ("TEXT cpu_utilization=0.5, named_metrics.inflight=2", (2, 0)),
+        ("TEXT named_metrics.inflight=2.0,named_metrics.queued=0", (2, 0)),
+        (None, None),
+        ("", None),
+        ("JSON {}", None),
+        ("TEXT named_metrics.queued=1", None),
+        ("TEXT named_metrics.inflight=-1", None),
+        ("TEXT named_metrics.inflight=nan", None),
+        ("TEXT named_metrics.inflight=1e300", None),
+        ("TEXT named_metrics.inflight=x", None),
+        ("TEXT named_metrics.inflight", None),
+        ("TEXT named_metrics.inflight=1, " + "x" * 2000, None),
+    ],
+)
+def test_load_reports_are_read_or_refused_whole(header: str | None, expected: tuple[int, int] | None) -> None:
+    assert parse_load_report(header) == expected
+
+
+def test_a_written_load_report_reads_back() -> None:
+    assert parse_load_report(format_load_report(5, 2)) == (5, 2)
