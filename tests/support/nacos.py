@@ -15,8 +15,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.nacos_emulator import GRPC_OFFSET
 from tests.support.processes import ServerProcess
+
+#: A Nacos server's gRPC port is its HTTP port plus this.  Defined here, not in the emulator, because the
+#: conftest imports this module in the vLLM environment too, which has no nacos-sdk-python.
+GRPC_OFFSET = 1000
 
 
 def _free(port: int) -> bool:

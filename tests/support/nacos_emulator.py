@@ -86,8 +86,8 @@ from v2.nacos.transport.grpcauto.nacos_grpc_service_pb2_grpc import (
     add_RequestServicer_to_server,
 )
 
-#: The gRPC port is the HTTP port plus this (`Constants.SDK_GRPC_PORT_DEFAULT_OFFSET`).
-GRPC_OFFSET = 1000
+from tests.support.nacos import GRPC_OFFSET  # the HTTP port plus this (`Constants.SDK_GRPC_PORT_DEFAULT_OFFSET`)
+
 PUSH_DELAY = 0.5
 PUSH_TIMEOUT = 5.0
 PUSH_RETRY_DELAY = 1.0
