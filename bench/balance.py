@@ -1,29 +1,43 @@
-"""Balancing under load: every policy against an oracle, with one instance 3x slower than the rest.
+"""Balancing under load, with one caller or many: every policy against an oracle.
 
-Four `smmf worker sim` instances behind sidecars, each serving one request
-at a time (`--slots 1`), one of them three times slower; all have weight 1,
-as an operator who does not know which machine is slow would register them.
+Four `smmf worker sim` instances behind sidecars.  Two settings:
+
+- `slow` (default): each serves one request at a time (`--slots 1`), one of
+  them three times slower; all have weight 1, as an operator who does not
+  know which machine is slow would register them.
+- `weights`: weights 1, 1, 2 and 4 with as many slots, all of one speed.
+
 Open-loop Poisson arrivals at about 70% of the total capacity go through
-`ModelClient` with each policy in turn, and through an oracle that always
-picks the instance with the shortest true queue (this process is the only
-client, so its in-flight count per instance is the true queue).
+`ModelClient` with each policy in turn.  The arrivals are split evenly
+between `--callers K` separate caller processes, each with its own
+`ModelClient` and its own watch of the registry, as the replicas of an
+application would be: each sees only its own requests and what the
+registry and the workers' responses tell it.  With one caller the oracle
+runs too: it picks the instance with the shortest true queue (that caller
+is the only one, so its in-flight count per instance is the true queue);
+with several there is no oracle, and every K is compared with the
+single-caller oracle.
 
 The policies take turns in each of `--rounds` rounds, and every policy of a
-round meets the same arrival times.  The latencies of all rounds are pooled:
-a p99 of a single 20-second run rests on its 17 slowest requests, and the
-oracle's ranged from 172 to 239 ms between runs.  The per-round p99s are
-reported beside the pooled one.
+round meets the same arrival times, split the same way.  The latencies of
+all rounds are pooled: a p99 of a single 20-second run rests on its 17
+slowest requests, and the oracle's ranged from 172 to 239 ms between runs.
+The per-round p99s are reported beside the pooled one.
 
-Run: `.venv/bin/python bench/balance.py`.  Writes bench/results/balance.json
-and prints p50 and p99 latency per policy.
+Run: `.venv/bin/python -m bench.balance [--callers 1 4 16] [--setting weights]`.
+Writes bench/results/balance.json (balance_weights.json for the second
+setting) and prints p50 and p99 latency per caller count and policy.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
+import signal
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,12 +45,12 @@ from pathlib import Path
 
 from bench.report import save, table
 from smmf.client import ModelClient, Request
-from smmf.client.balancers import register_policy
+from smmf.client.balancers import LeastLoaded, register_policy
 from smmf.client.peer import Peer
 from tests.support.fleet import Fleet
 
-FAST = ("--ttft-ms", "10", "--tpot-ms", "2")  # 10 tokens: 10 + 9 x 2 = 28 ms
-SLOW = ("--ttft-ms", "30", "--tpot-ms", "6")  # 3x: 84 ms
+FAST: tuple[str, ...] = ("--ttft-ms", "10", "--tpot-ms", "2")  # 10 tokens: 10 + 9 x 2 = 28 ms
+SLOW: tuple[str, ...] = ("--ttft-ms", "30", "--tpot-ms", "6")  # 3x: 84 ms
 TOKENS = 10
 
 
@@ -51,48 +65,137 @@ class ShortestQueue:
         return self.rng.choice([c for c in candidates if c.inflight == least])
 
 
+class PublishedOnly(LeastLoaded):
+    """`least_loaded` without the load reported on responses: others' load as the sidecars published it."""
+
+    def cost(self, peer: Peer) -> float:
+        return (peer.inflight + peer.published_others) / peer.record.weight
+
+
+def register_bench_policies() -> None:
+    register_policy("oracle", ShortestQueue)
+    register_policy("least_loaded_published", PublishedOnly)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
-async def run_policy(client: ModelClient, model: str, policy: str, rate: float, seconds: float, seed: int) -> dict:
-    """One open-loop run; the arrival times depend only on `seed`, so every policy of a round meets the same load."""
+#: Seconds before measuring starts in each run.
+WARMUP = 2.0
+
+
+def arrivals(rate: float, seconds: float, seed: int) -> list[float]:
+    """Poisson arrival offsets over warm-up plus `seconds`; they depend only on `seed`."""
     rng = random.Random(seed)
+    offsets, at = [], 0.0
+    while at < WARMUP + seconds:
+        offsets.append(at)
+        at += rng.expovariate(rate)
+    return offsets
+
+
+async def send_arrivals(client: ModelClient, model: str, policy: str, offsets: list[float], begin: float) -> dict:
+    """One open-loop run from wall-clock time `begin`; requests in the warm-up are sent but not measured."""
     latencies: list[float] = []
     errors = 0
-    tasks = []
 
-    async def one(i: int, record: bool) -> None:
+    async def one(at: float) -> None:
         nonlocal errors
         started = time.perf_counter()
         try:
             await client.completions.create(
-                model=model, prompt=f"request {i}", max_tokens=TOKENS, policy=policy, session_key=f"s{i}"
+                model=model, prompt=f"request {at}", max_tokens=TOKENS, policy=policy, session_key=f"s{at}"
             )
         except Exception:  # noqa: BLE001 - counted
             errors += 1
             return
-        if record:
+        if at >= WARMUP:
             latencies.append(time.perf_counter() - started)
 
-    warmup = 2.0
-    begin = time.perf_counter()
-    next_at = begin
-    i = 0
-    while next_at - begin < warmup + seconds:
-        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-        tasks.append(asyncio.create_task(one(i, next_at - begin >= warmup)))
-        i += 1
-        next_at += rng.expovariate(rate)
+    tasks = []
+    for at in offsets:
+        await asyncio.sleep(max(0.0, begin + at - time.time()))
+        tasks.append(asyncio.create_task(one(at)))
     await asyncio.gather(*tasks)
     return {"latencies": latencies, "errors": errors}
 
 
-def summary(policy: str, runs: list[dict]) -> dict:
+async def caller(url: str, model: str) -> None:
+    """One caller process: its own client; runs what the parent sends, one JSON line per run, until EOF."""
+    register_bench_policies()
+    async with ModelClient(url) as client:  # returns once the first snapshot arrived
+        print("ready", flush=True)
+        while line := await asyncio.to_thread(sys.stdin.readline):
+            run = json.loads(line)
+            result = await send_arrivals(client, model, run["policy"], run["offsets"], run["begin"])
+            print(json.dumps(result), flush=True)
+
+
+class Callers:
+    """K caller processes, started once for every run with that K, and stopped by PID."""
+
+    def __init__(self, url: str, model: str, count: int) -> None:
+        self.url, self.model, self.count = url, model, count
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    async def __aenter__(self) -> Callers:
+        command = [sys.executable, "-m", "bench.balance", "--caller-of", self.url, self.model]
+        try:
+            for _ in range(self.count):
+                self.procs.append(
+                    await asyncio.create_subprocess_exec(
+                        *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 24
+                    )
+                )
+            for proc in self.procs:
+                assert proc.stdout is not None
+                if (await asyncio.wait_for(proc.stdout.readline(), 120)).strip() != b"ready":
+                    raise RuntimeError("a caller process did not start")
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run(self, policy: str, offsets: list[float]) -> dict:
+        """The arrivals dealt out in turn to the callers, all starting at one wall-clock time; results pooled."""
+        begin = time.time() + 1.0
+        for i, proc in enumerate(self.procs):
+            assert proc.stdin is not None
+            run = {"policy": policy, "offsets": offsets[i :: self.count], "begin": begin}
+            proc.stdin.write(json.dumps(run).encode() + b"\n")
+            await proc.stdin.drain()
+        results = []
+        for proc in self.procs:
+            assert proc.stdout is not None
+            results.append(json.loads(await proc.stdout.readline()))
+        return {
+            "latencies": [x for r in results for x in r["latencies"]],
+            "errors": sum(r["errors"] for r in results),
+        }
+
+    async def stop(self) -> None:
+        for proc in self.procs:
+            if proc.returncode is None:
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    proc.send_signal(signal.SIGKILL)
+                    await proc.wait()
+        self.procs = []
+
+
+def summary(callers: int, policy: str, runs: list[dict]) -> dict:
     """Latencies of all rounds pooled: a p99 from a few thousand samples, not a few hundred."""
     latencies = [x for run in runs for x in run["latencies"]]
     return {
+        "callers": callers,
         "policy": policy,
         "requests": len(latencies),
         "errors": sum(run["errors"] for run in runs),
@@ -112,57 +215,86 @@ async def idle(client: ModelClient, model: str, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.2)
 
 
+FAST_S = (10 + (TOKENS - 1) * 2) / 1000
+#: Per setting: weights, each member's sim options, and the capacity in requests per second.
+SETTINGS: dict[str, tuple[list[float], list[tuple[str, ...]], float]] = {
+    "slow": (
+        [1, 1, 1, 1],
+        [("--slots", "1", *FAST)] * 3 + [("--slots", "1", *SLOW)],
+        3 / FAST_S + 1 / (3 * FAST_S),
+    ),
+    "weights": (
+        [1, 1, 2, 4],
+        [("--slots", str(n), *FAST) for n in (1, 1, 2, 4)],
+        8 / FAST_S,
+    ),
+}
+
+
+def checks(rows: list[dict], default: str) -> dict[str, float]:
+    """The default policy's p99 over the single-caller oracle's, and over weighted_random's, for each K."""
+    by = {(row["callers"], row["policy"]): row["p99_ms"] for row in rows}
+    found = {}
+    oracle = by.get((1, "oracle"))
+    for callers in sorted({row["callers"] for row in rows}):
+        mine = by.get((callers, default))
+        if mine is None:
+            continue
+        if oracle:
+            found[f"{default}_p99_over_oracle_k{callers}"] = round(mine / oracle, 3)
+        if by.get((callers, "weighted_random")):
+            found[f"{default}_p99_over_weighted_random_k{callers}"] = round(mine / by[(callers, "weighted_random")], 3)
+    return found
+
+
 async def main(args: argparse.Namespace) -> None:
-    register_policy("oracle", ShortestQueue)
-    fast_s = (10 + (TOKENS - 1) * 2) / 1000
-    capacity = 3 / fast_s + 1 / (3 * fast_s)
+    weights, member_args, capacity = SETTINGS[args.setting]
     rate = args.utilisation * capacity
+    runs: dict[tuple[int, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         url = f"file://{tmp}/registry.db"
-        fleet = Fleet(url, "bal", [1, 1, 1, 1], Path(tmp), ("--slots", "1", "--slowdown", "0"),
-                      member_args=[FAST, FAST, FAST, SLOW])  # fmt: skip
+        fleet = Fleet(url, "bal", weights, Path(tmp), ("--slowdown", "0"), member_args=member_args)
         fleet.start()
         try:
-            runs: dict[str, list[dict]] = {policy: [] for policy in args.policies}
-            async with ModelClient(url) as client:
-                for round_ in range(args.rounds):
-                    for policy in args.policies:
-                        await idle(client, "bal")
-                        print(f"round {round_ + 1}, {policy}: {rate:.1f} req/s for {args.seconds:g}s", flush=True)
-                        runs[policy].append(await run_policy(client, "bal", policy, rate, args.seconds, seed=round_))
+            async with ModelClient(url) as watcher:
+                for count in args.callers:
+                    policies = [p for p in args.policies if p != "oracle" or count == 1]
+                    async with Callers(url, "bal", count) as callers:
+                        for round_ in range(args.rounds):
+                            offsets = arrivals(rate, args.seconds, seed=round_)
+                            for policy in policies:
+                                await idle(watcher, "bal")
+                                print(f"{count} caller(s), round {round_ + 1}, {policy}: "
+                                      f"{rate:.1f} req/s for {args.seconds:g}s", flush=True)  # fmt: skip
+                                runs.setdefault((count, policy), []).append(await callers.run(policy, offsets))
         finally:
             fleet.stop()
-    rows = [summary(policy, policy_runs) for policy, policy_runs in runs.items()]
-
-    by = {row["policy"]: row for row in rows}
-    checks = {}
-    if {"oracle", "least_loaded"} <= by.keys():
-        checks["least_loaded_p99_over_oracle"] = round(by["least_loaded"]["p99_ms"] / by["oracle"]["p99_ms"], 3)
-    if {"weighted_random", "least_loaded"} <= by.keys():
-        checks["least_loaded_p99_over_weighted_random"] = round(
-            by["least_loaded"]["p99_ms"] / by["weighted_random"]["p99_ms"], 3
-        )
+    rows = [summary(count, policy, policy_runs) for (count, policy), policy_runs in runs.items()]
+    found = checks(rows, args.default)
     body = {
         "setup": {
-            "instances": 4,
-            "slow_factor": 3,
+            "setting": args.setting,
+            "instances": len(weights),
+            "weights": weights,
+            "members": [" ".join(m) for m in member_args],
             "capacity_rps": round(capacity, 1),
             "rate_rps": round(rate, 1),
             "seconds": args.seconds,
             "rounds": args.rounds,
-            "service_ms_fast": fast_s * 1000,
+            "callers": args.callers,
+            "service_ms_fast": FAST_S * 1000,
         },
-        "targets": {"least_loaded_p99_over_oracle": 1.25, "least_loaded_p99_over_weighted_random": 0.5},
-        "checks": checks,
+        "targets": {"p99_over_oracle": 1.25, "p99_over_weighted_random": 0.5},
+        "checks": found,
         "results": rows,
     }
     print()
-    columns = ["policy", "requests", "errors", "p50_ms", "p99_ms", "mean_ms", "p99_ms_per_round"]
+    columns = ["callers", "policy", "requests", "errors", "p50_ms", "p99_ms", "mean_ms", "p99_ms_per_round"]
     print(table([c.replace("_", " ") for c in columns], [[r[c] for c in columns] for r in rows]))
-    for name, value in checks.items():
+    for name, value in found.items():
         print(f"{name}: {value}")
-    print("targets: least_loaded p99 <= 1.25 x oracle; <= 0.5 x weighted_random")
-    save("balance", body)
+    print(f"targets: {args.default} p99 <= 1.25 x the single-caller oracle; <= 0.5 x weighted_random")
+    save("balance" if args.setting == "slow" else f"balance_{args.setting}", body)
 
 
 def parse() -> argparse.Namespace:
@@ -170,12 +302,21 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured seconds per policy and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--utilisation", type=float, default=0.7)
+    parser.add_argument("--setting", choices=sorted(SETTINGS), default="slow")
+    parser.add_argument("--callers", type=int, nargs="+", default=[1], help="caller processes; one run per count")
+    parser.add_argument("--default", default="least_loaded", help="the policy the targets are checked for")
     parser.add_argument(
         "--policies", nargs="+",
-        default=["oracle", "least_loaded", "peak_ewma", "round_robin", "weighted_random", "affinity"],
+        default=["oracle", "least_loaded", "least_loaded_published", "peak_ewma", "round_robin", "weighted_random",
+                 "affinity"],
     )  # fmt: skip
+    parser.add_argument("--caller-of", nargs=2, metavar=("URL", "MODEL"), help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    arguments = parse()
+    if arguments.caller_of:
+        asyncio.run(caller(*arguments.caller_of))
+    else:
+        asyncio.run(main(arguments))

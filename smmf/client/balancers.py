@@ -94,7 +94,7 @@ CLEARLY_SLOWER = 1.5
 
 
 class LeastLoaded(_PowerOfTwo):
-    """Power of two choices on in-flight plus published load, per unit of weight.
+    """Power of two choices on in-flight plus others' load (`Peer.load`), per unit of weight.
 
     Ties (most often two idle instances) go to the one that has been
     answering clearly faster, and are random otherwise.  A random tie-break

@@ -141,11 +141,13 @@ class Peer:
         between two instances.
         """
         reported = self.reported
-        if reported is not None and reported[1] >= self.record.load.updated_at:
-            others = reported[0]
-        else:
-            others = max(0, self.record.load.inflight + self.record.load.queued - self.own_in_published)
-        return (self.inflight + others) / self.record.weight
+        others = reported[0] if reported is not None and reported[1] >= self.record.load.updated_at else None
+        return (self.inflight + (self.published_others if others is None else others)) / self.record.weight
+
+    @property
+    def published_others(self) -> int:
+        """Others' load on the instance as its record last published it."""
+        return max(0, self.record.load.inflight + self.record.load.queued - self.own_in_published)
 
     @property
     def cost(self) -> float:
