@@ -20,6 +20,8 @@ from .request import Request
 
 __all__ = [
     "AFFINITY_PREFIX",
+    "BALANCE_FACTOR",
+    "SHARE_WINDOW",
     "Affinity",
     "Balancer",
     "LeastLoaded",
@@ -89,32 +91,22 @@ class _PowerOfTwo:
         return a if cost_a < cost_b else b
 
 
-#: How much slower (mean latency) an instance must have been for `least_loaded` to break a tie against it.
-CLEARLY_SLOWER = 1.5
-
-
 class LeastLoaded(_PowerOfTwo):
-    """Power of two choices on in-flight plus others' load (`Peer.load`), per unit of weight.
+    """Power of two choices on the expected wait: the load ahead of a request (`Peer.load`) at the mean latency.
 
-    Ties (most often two idle instances) go to the one that has been
-    answering clearly faster, and are random otherwise.  A random tie-break
-    sends half of the idle-versus-idle choices to a slow machine the weights
-    do not know about.  In the balance benchmark's setting (one of four
-    instances 3x slower) that alone puts p99 about 1.4x above an oracle
-    that sees every queue; breaking ties by latency brings it back to
-    within a few per cent (`bench/balance_model.py`).  Instances of similar
-    speed still split ties at random, so weights keep their shares.
+    Load alone is not enough where instances differ in speed the weights do
+    not know about: sent by load, half of the choices between two idle
+    instances go to a slow one.  In the balance benchmark's setting (one of
+    four instances 3x slower) that put p99 above an oracle that sees every
+    queue; weighing load by latency brings it below (`bench/README.md`).
+    With several callers, others' load is a figure some requests old, so it
+    is drained at the instance's pace before use (`Peer.drained`).  An
+    instance not yet measured costs nothing, so it is tried at once; equal
+    costs (two of them) go either way.
     """
 
     def cost(self, peer: Peer) -> float:
-        return peer.load
-
-    def tie(self, a: Peer, b: Peer) -> Peer:
-        if a.mean_latency > CLEARLY_SLOWER * b.mean_latency:
-            return b
-        if b.mean_latency > CLEARLY_SLOWER * a.mean_latency:
-            return a
-        return super().tie(a, b)
+        return peer.wait
 
 
 class PeakEwma(_PowerOfTwo):
@@ -138,18 +130,49 @@ def affinity_key(request: Request) -> str | None:
     return text[:AFFINITY_PREFIX] or None
 
 
-class Affinity:
-    """Rendezvous (highest-random-weight) hashing of a session key or prompt prefix, weighted.
+#: How far above the mean (per unit of weight) `affinity` lets an instance's share go before it passes requests on.
+BALANCE_FACTOR = 0.25
+#: How many of its recent picks `affinity` counts an instance's share over (a decaying count).
+SHARE_WINDOW = 100
 
-    The same key lands on the same instance while it stays available, and
-    only keys of a removed instance move.  When the preferred instance is
-    loaded above `threshold` times the pool's mean load (plus one request),
-    the request goes to the least loaded instead.
+
+class Affinity:
+    """Consistent hashing with bounded loads over a session key or prompt prefix, so caches stay warm.
+
+    Every caller ranks the instances for a key the same way (rendezvous,
+    or highest-random-weight, hashing: weighted, and only a removed
+    instance's keys move), so requests sharing a prompt prefix meet on one
+    instance and find it in its prefix cache, with no state shared between
+    callers.  Hashing alone would pile a popular prefix onto one instance;
+    the bound (Mirrokni, Thorup and Zadimoghaddam's consistent hashing with
+    bounded loads) lets an instance take a request only while it stays
+    below (1 + `epsilon`) times the mean, this request counted.
+    A full instance passes the request to the key's next instance in rank,
+    not to a random one, so an overflowing prefix warms one second cache
+    rather than all of them.
+
+    What is bounded is this caller's share of recent requests: its last
+    `window` picks, in a decaying count.  In-flight counts would bound
+    nothing at the loads where caching matters most: requests served from
+    cache are short, most instances are idle at any instant, and an idle
+    instance always has room.  Every caller bounds its own shares, so the
+    shares of all callers together are bounded too.  An instance whose load
+    (`Peer.load`) is more than one request above (1 + `epsilon`) times the
+    mean is passed over as well, so a stuck or slow one is not fed its
+    share regardless.  Some instance always has room for the share (if
+    every share were at its bound, the shares would sum to more than their
+    total); when none also has room for the load, `fallback` picks.
+    Requests with no key go to `fallback` too.
     """
 
-    def __init__(self, threshold: float = 1.5, fallback: Balancer | None = None) -> None:
-        self.threshold = threshold
+    def __init__(
+        self, epsilon: float = BALANCE_FACTOR, window: int = SHARE_WINDOW, fallback: Balancer | None = None
+    ) -> None:
+        self.epsilon = epsilon
+        self.keep = 1 - 1 / window
         self.fallback = fallback or LeastLoaded()
+        #: Instance id -> this caller's recent picks of it, decayed by `keep` at every pick.
+        self.recent: dict[str, float] = {}
 
     @staticmethod
     def _score(key: str, peer: Peer) -> float:
@@ -157,15 +180,41 @@ class Affinity:
         unit = (int.from_bytes(digest, "big") + 1) / 2**64
         return -peer.record.weight / math.log(unit)
 
+    def ranked(self, candidates: Sequence[Peer], key: str) -> list[Peer]:
+        """The candidates in the order `key` tries them: the same order in every caller."""
+        return sorted(candidates, key=lambda c: self._score(key, c), reverse=True)
+
+    def within_bound(self, candidates: Sequence[Peer]) -> list[Peer]:
+        """The candidates that can take one more request within (1 + epsilon) times the mean share and load."""
+        weight = sum(c.record.weight for c in candidates)
+        shares = [self.recent.get(c.id, 0.0) for c in candidates]
+        share_per_weight = (1 + self.epsilon) * (sum(shares) + 1) / weight
+        most_load = (1 + self.epsilon) * sum(c.load * c.record.weight for c in candidates) / weight + 1
+        return [
+            c
+            for c, share in zip(candidates, shares, strict=True)
+            if share < share_per_weight * c.record.weight and c.load <= most_load
+        ]
+
+    def count(self, peer: Peer) -> None:
+        """Count a pick of `peer` in the recent shares."""
+        for id_, picks in list(self.recent.items()):
+            if picks < 1e-3:
+                del self.recent[id_]  # long unpicked, or gone
+            else:
+                self.recent[id_] = picks * self.keep
+        self.recent[peer.id] = self.recent.get(peer.id, 0.0) + 1
+
     def pick(self, candidates: Sequence[Peer], request: Request) -> Peer:
         key = affinity_key(request)
         if key is None:
             return self.fallback.pick(candidates, request)
-        preferred = max(candidates, key=lambda c: self._score(key, c))
-        mean = sum(c.load for c in candidates) / len(candidates)
-        if preferred.load > self.threshold * mean + 1:
-            return self.fallback.pick(candidates, request)
-        return preferred
+        room = {c.id for c in self.within_bound(candidates)}
+        chosen = next((c for c in self.ranked(candidates, key) if c.id in room), None)
+        if chosen is None:
+            chosen = self.fallback.pick(candidates, request)
+        self.count(chosen)
+        return chosen
 
 
 _FACTORIES: dict[str, Callable[[], Balancer]] = {

@@ -134,20 +134,45 @@ class Peer:
         """Local in-flight plus the load others put on the instance, per unit of weight.
 
         Others' load is the freshest figure this client has: the last report
-        on a response, or the load the sidecar published when that is newer.
-        Counting a figure whole would count this client's own requests twice,
-        once as they are now and once as they were when it was measured: with
-        short requests that stale copy is noise larger than the difference
-        between two instances.
+        on a response, or the load the sidecar published when that is newer,
+        less what the instance has finished since (`drained`).  Counting a
+        figure whole would count this client's own requests twice, once as
+        they are now and once as they were when it was measured: with short
+        requests that stale copy is noise larger than the difference between
+        two instances.
         """
         reported = self.reported
-        others = reported[0] if reported is not None and reported[1] >= self.record.load.updated_at else None
-        return (self.inflight + (self.published_others if others is None else others)) / self.record.weight
+        if reported is not None and reported[1] >= self.record.load.updated_at:
+            others = self.drained(*reported)
+        else:
+            others = self.drained(self.published_others, self.record.load.updated_at)
+        return (self.inflight + others) / self.record.weight
 
     @property
     def published_others(self) -> int:
         """Others' load on the instance as its record last published it."""
         return max(0, self.record.load.inflight + self.record.load.queued - self.own_in_published)
+
+    def drained(self, others: float, at: float) -> float:
+        """Others' load counted at wall-clock time `at`, less what the instance will have finished since.
+
+        With many callers each one hears from an instance far less often
+        than the instance's queue turns over, so a figure read a few
+        requests ago mostly counts work already done; taken whole, it
+        sends every caller away from an instance that has long since
+        emptied, and onto the same few others.  The instance is taken to
+        finish `weight` requests per mean latency seen here (an
+        underestimate of its pace, since the latency includes queueing).
+        Until that latency is known the figure is taken whole.
+        """
+        if self.mean_latency <= 0:
+            return float(others)
+        return max(0.0, others - max(0.0, time.time() - at) * self.record.weight / self.mean_latency)
+
+    @property
+    def wait(self) -> float:
+        """How long a request sent here now should take: the work ahead of it, and itself, at the mean latency."""
+        return (self.load + 1 / self.record.weight) * self.mean_latency
 
     @property
     def cost(self) -> float:

@@ -51,6 +51,7 @@ def test_weighted_random_follows_the_weights() -> None:
 
 def test_least_loaded_takes_the_lower_in_flight_per_weight() -> None:
     light, heavy = peers(1, 4)
+    light.mean_latency = heavy.mean_latency = 0.05
     for _ in range(3):
         heavy.begin()  # 3 / 4 per weight, against 1 / 1 after one on the light one
     light.begin()
@@ -71,29 +72,62 @@ def test_peak_ewma_counts_a_slow_answer_at_once() -> None:
     assert peer.ewma == 1.0
 
 
+#: A bound too loose to matter: the ring alone.
+UNBOUNDED = 100.0
+
+
 def test_affinity_keeps_a_key_on_one_instance_and_spreads_keys() -> None:
     candidates = peers(1, 1, 1)
-    balancer = Affinity()
+    balancer = Affinity(epsilon=UNBOUNDED)
     assert len({balancer.pick(candidates, request("user-1")).id for _ in range(20)}) == 1
     assert len({balancer.pick(candidates, request(f"user-{i}")).id for i in range(60)}) == 3
 
 
 def test_affinity_moves_only_the_keys_of_a_removed_instance() -> None:
     candidates = peers(1, 1, 1)
-    balancer = Affinity()
+    balancer = Affinity(epsilon=UNBOUNDED)
     before = {i: balancer.pick(candidates, request(f"k{i}")).id for i in range(200)}
     gone = candidates[0]
     after = {i: balancer.pick(candidates[1:], request(f"k{i}")).id for i in range(200)}
     assert all(after[i] == before[i] for i in before if before[i] != gone.id)
 
 
-def test_affinity_falls_back_when_the_preferred_instance_is_overloaded() -> None:
-    candidates = peers(1, 1)
+def test_affinity_passes_a_full_instances_requests_to_the_keys_next_instance() -> None:
+    candidates = peers(1, 1, 1, 1)
+    balancer = Affinity(epsilon=0.25)
+    *firsts, last = balancer.ranked(candidates, "hot")
+    picked = Counter(balancer.pick(candidates, request("hot")).id for _ in range(400))
+    # One key, all the traffic: the key's first three instances fill to the bound in turn, the last takes the rest.
+    assert all(picked[last.id] < picked[peer.id] <= 1.3 * 400 / 4 for peer in firsts), picked
+
+
+def test_affinity_passes_over_an_instance_far_above_the_mean_load() -> None:
+    candidates = peers(1, 1, 1, 1)
     balancer = Affinity()
-    preferred = next(p for p in candidates if p.id == balancer.pick(candidates, request("k")).id)
-    for _ in range(5):
-        preferred.begin()
-    assert balancer.pick(candidates, request("k")).id != preferred.id
+    first, second, *_ = balancer.ranked(candidates, "k")
+    for _ in range(4):  # mean 1, most allowed 1.25 x 1 + 1: four is over
+        first.begin()
+    assert balancer.pick(candidates, request("k")).id == second.id
+
+
+@pytest.mark.parametrize("epsilon", [0.1, 0.25, 1.0])
+@pytest.mark.parametrize("weights", [(1, 1, 1, 1), (1, 1, 2, 4), (3, 1)])
+def test_affinity_never_lets_a_share_pass_its_bound(epsilon: float, weights: tuple[float, ...]) -> None:
+    """Skewed keys (one hot prefix): every pick is of an instance below (1 + eps) x its mean share."""
+    candidates = peers(*weights)
+    balancer = Affinity(epsilon=epsilon)
+    rng = random.Random(1)
+    picks: Counter[str] = Counter()
+    for _ in range(2000):
+        key = "hot" if rng.random() < 0.7 else f"k{rng.randrange(20)}"
+        before = dict(balancer.recent)
+        chosen = balancer.pick(candidates, request(key))
+        bound = (1 + epsilon) * (sum(before.values()) + 1) * chosen.record.weight / sum(weights)
+        assert before.get(chosen.id, 0.0) < bound
+        picks[chosen.id] += 1
+    for peer in candidates:  # and over the whole run, within the bound of the long-run mean (plus rounding)
+        mean = 2000 * peer.record.weight / sum(weights)
+        assert picks[peer.id] <= (1 + epsilon) * mean + 20, picks
 
 
 def test_the_affinity_key_is_the_session_key_else_the_prompts_start() -> None:
