@@ -235,6 +235,18 @@ def test_metrics_count_tokens_and_latency(sim: SmmfProcess) -> None:
     assert metric(sim, "smmf_requests_queued") == 0
 
 
+def test_the_prefix_cache_counts_prompt_tokens_looked_up_and_found(start_worker: StartWorker) -> None:
+    worker = start_worker("sim", "--model", "m", "--prefix-cache-blocks", "64", "--block-tokens", "4")
+    prompt = " ".join(f"w{i}" for i in range(10))  # two whole blocks of four, and two tokens over
+    for _ in range(2):
+        sdk(worker).completions.create(model="m", prompt=prompt, max_tokens=2)
+    assert metric(worker, "smmf_prefix_cache_queries_total") == 20
+    assert metric(worker, "smmf_prefix_cache_hits_total") == 8  # the second time, the two whole blocks
+    plain = start_worker("sim", "--model", "m")
+    with pytest.raises(AssertionError, match="not in /metrics"):
+        metric(plain, "smmf_prefix_cache_queries_total")
+
+
 def test_bad_command_lines_exit_cleanly(start_worker: StartWorker) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -243,6 +255,9 @@ def test_bad_command_lines_exit_cleanly(start_worker: StartWorker) -> None:
 
     bad_rate = run("sim", "--model", "m", "--fail-rate", "2")
     assert bad_rate.returncode == 2 and "--fail-rate" in bad_rate.stderr and "Traceback" not in bad_rate.stderr
+    bad_cache = run("sim", "--model", "m", "--prefix-cache-blocks", "-1")
+    assert bad_cache.returncode == 2 and "--prefix-cache-blocks" in bad_cache.stderr
+    assert "Traceback" not in bad_cache.stderr
 
     taken = start_worker("sim", "--model", "m")
     port = taken.url.rsplit(":", 1)[1]

@@ -72,7 +72,7 @@ class Worker:
         self.body_timeout = body_timeout
         self.header_timeout = header_timeout
         self.admission = Admission(max_concurrency, max_queue)
-        self.metrics = WorkerMetrics(model, backend.name, self.admission)
+        self.metrics = WorkerMetrics(model, backend.name, self.admission, backend.prefix_cache_counts)
         self.ready = False
         self.started_at = int(time.time())
 

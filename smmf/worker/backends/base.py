@@ -50,6 +50,10 @@ class Backend:
     def generate(self, request: ChatRequest | CompletionRequest) -> AsyncIterator[Delta]:
         raise bad_request(f"The {self.name} backend does not generate text.", code="unsupported_endpoint")
 
+    def prefix_cache_counts(self) -> tuple[int, int] | None:
+        """Prompt tokens looked up in the engine's prefix cache, and those found, since start; None without one."""
+        return None
+
     async def embed(self, request: EmbeddingRequest) -> tuple[list[list[float]], int]:
         """Vectors for `request.texts`, and the number of prompt tokens they took."""
         raise bad_request(f"The {self.name} backend does not compute embeddings.", code="unsupported_endpoint")

@@ -6,6 +6,11 @@ and the rest wait.  Output is a deterministic function of the prompt, so
 tests can compare answers across instances.  `--fail-rate` fails that
 fraction of requests before their first token, with a 503 a client may
 retry elsewhere.  Embeddings are hashed bags of words, 384 wide.
+
+With `--prefix-cache-blocks N` it models a prefix cache of N blocks
+(`prefix_cache.py`; a token is a whitespace-separated word): the time to
+first token grows by `--prefill-ms-per-token` for every prompt token not
+already cached, as prefill does on a real engine.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from ...errors import ConfigurationError, ErrorResponse
 from ...wire.responses import Usage
 from ..requests import ChatRequest, CompletionRequest, Delta, EmbeddingRequest
 from .base import Backend
+from .prefix_cache import PrefixCache
 
 _WORDS = (  # noqa: SIM905 - a sentence reads better than thirty quoted words
     "the model answers with simulated words that carry no meaning but arrive at a steady pace "
@@ -50,11 +56,18 @@ class SimBackend(Backend):
         slowdown: float = 0.05,
         fail_rate: float = 0.0,
         seed: int | None = None,
+        prefix_cache_blocks: int = 0,
+        block_tokens: int = 16,
+        prefill_ms_per_token: float = 0.0,
     ) -> None:
         if not 0.0 <= fail_rate <= 1.0:
             raise ConfigurationError("--fail-rate is a fraction between 0 and 1")
-        if slots < 1 or ttft_ms < 0 or tpot_ms < 0 or slowdown < 0:
+        if slots < 1 or ttft_ms < 0 or tpot_ms < 0 or slowdown < 0 or prefill_ms_per_token < 0:
             raise ConfigurationError("--slots must be >= 1 and the latencies and slowdown >= 0")
+        if prefix_cache_blocks < 0 or block_tokens < 1:
+            raise ConfigurationError("--prefix-cache-blocks must be >= 0 and --block-tokens >= 1")
+        self.prefix_cache = PrefixCache(prefix_cache_blocks, block_tokens) if prefix_cache_blocks else None
+        self.prefill = prefill_ms_per_token / 1000
         self.ttft = ttft_ms / 1000
         self.tpot = tpot_ms / 1000
         self.slowdown = slowdown
@@ -71,10 +84,23 @@ class SimBackend(Backend):
         parser.add_argument("--slowdown", type=float, default=0.05, help="extra time per token per other request")
         parser.add_argument("--fail-rate", type=float, default=0.0, help="fraction of requests failed on purpose")
         parser.add_argument("--seed", type=int, default=None, help="seed for --fail-rate")
+        parser.add_argument("--prefix-cache-blocks", type=int, default=0, help="prefix cache size in blocks (0: none)")
+        parser.add_argument("--block-tokens", type=int, default=16, help="tokens per prefix-cache block")
+        parser.add_argument(
+            "--prefill-ms-per-token", type=float, default=0.0, help="extra time to first token per uncached token"
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SimBackend:
-        return cls(args.ttft_ms, args.tpot_ms, args.slots, args.slowdown, args.fail_rate, args.seed)
+        return cls(
+            args.ttft_ms, args.tpot_ms, args.slots, args.slowdown, args.fail_rate, args.seed,
+            args.prefix_cache_blocks, args.block_tokens, args.prefill_ms_per_token,
+        )  # fmt: skip
+
+    def prefix_cache_counts(self) -> tuple[int, int] | None:
+        if self.prefix_cache is None:
+            return None
+        return self.prefix_cache.queries, self.prefix_cache.hits
 
     async def embed(self, request: EmbeddingRequest) -> tuple[list[list[float]], int]:
         """Hashed bag-of-words vectors: deterministic, and sentences sharing words come out closer."""
@@ -97,12 +123,14 @@ class SimBackend(Backend):
             raise ErrorResponse(503, "Simulated failure (--fail-rate).", type="server_error", code="simulated_failure")
         count = request.token_limit or DEFAULT_MAX_TOKENS
         start = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=4).digest(), "big")
-        usage = Usage.counted(len(prompt.split()), count)
+        tokens = prompt.split()
+        usage = Usage.counted(len(tokens), count)
         async with self._slots:
             self.active += 1
             try:
-                if self.ttft:
-                    await asyncio.sleep(self.ttft)
+                uncached = len(tokens) - (0 if self.prefix_cache is None else self.prefix_cache.admit(tokens))
+                if self.ttft or self.prefill:
+                    await asyncio.sleep(self.ttft + uncached * self.prefill)
                 for i in range(count):
                     if i and self.tpot:
                         await asyncio.sleep(self._token_time())
