@@ -82,6 +82,8 @@ class Load(BaseModel):
     inflight: int = Field(0, ge=0)
     queued: int = Field(0, ge=0)
     kv_cache_usage: float | None = Field(None, ge=0.0, le=1.0)
+    #: Share of prompt tokens found in the server's prefix cache over its last load interval with traffic.
+    prefix_cache_hit_rate: float | None = Field(None, ge=0.0, le=1.0)
     updated_at: float = Field(default_factory=time.time)
     reported: bool = True
 

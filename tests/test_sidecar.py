@@ -268,3 +268,21 @@ async def test_published_load_follows_real_load(deploy: Callable[..., Deployment
 async def _idle(d: Deployment) -> bool:
     rec = await d.record()
     return rec is not None and rec.load.inflight == 0
+
+
+async def test_the_prefix_cache_hit_rate_is_published(deploy: Callable[..., Deployment], tmp_path: Path) -> None:
+    sim = ("--prefix-cache-blocks", "64", "--block-tokens", "4", "--ttft-ms", "0", "--tpot-ms", "0")
+    d = deploy(f"file://{tmp_path}/r.db", sim_args=sim)
+    rec = await d.wait_registered()
+    assert rec.load.prefix_cache_hit_rate is None  # nothing looked up yet
+    client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{d.port}/v1", api_key="unused", max_retries=0)
+    prompt = " ".join(f"w{i}" for i in range(40))
+    for _ in range(4):  # 160 tokens looked up, the last three times all 40 found: 0.75
+        await client.completions.create(model=d.model, prompt=prompt, max_tokens=1)
+
+    async def published() -> bool:
+        """The rate over the last load interval with lookups: 0.75 if all four fell in one, 1.0 if split."""
+        record = await d.record()
+        return record is not None and record.load.prefix_cache_hit_rate in (0.75, 1.0)
+
+    await eventually(published, 10)

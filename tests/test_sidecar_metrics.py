@@ -37,9 +37,15 @@ vllm:num_requests_waiting{engine="0",model_name="gemma"} 1.0
 # HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
 # TYPE vllm:kv_cache_usage_perc gauge
 vllm:kv_cache_usage_perc{engine="0",model_name="gemma"} 0.125
+# HELP vllm:prefix_cache_queries Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="gemma"} 4096.0
+# HELP vllm:prefix_cache_hits Prefix cache hits, in terms of number of cached tokens.
+# TYPE vllm:prefix_cache_hits counter
+vllm:prefix_cache_hits_total{engine="0",model_name="gemma"} 1024.0
 """
 
-OLD_VLLM = VLLM.replace("kv_cache_usage_perc", "gpu_cache_usage_perc")
+OLD_VLLM = VLLM.replace("kv_cache_usage_perc", "gpu_cache_usage_perc").replace("vllm:prefix", "vllm:gpu_prefix")
 
 
 def test_llama_server_metrics() -> None:
@@ -47,8 +53,8 @@ def test_llama_server_metrics() -> None:
 
 
 def test_vllm_metrics_current_and_older_names() -> None:
-    assert parse_load(VLLM, UpstreamType.VLLM) == LoadSample(4, 1, 0.125)
-    assert parse_load(OLD_VLLM, UpstreamType.VLLM) == LoadSample(4, 1, 0.125)
+    assert parse_load(VLLM, UpstreamType.VLLM) == LoadSample(4, 1, 0.125, 4096, 1024)
+    assert parse_load(OLD_VLLM, UpstreamType.VLLM) == LoadSample(4, 1, 0.125, 4096, 1024)
 
 
 def test_vllm_with_two_engines_sums_them() -> None:
@@ -59,3 +65,12 @@ def test_vllm_with_two_engines_sums_them() -> None:
 def test_metrics_without_load_give_none() -> None:
     assert parse_load("# TYPE other gauge\nother 1\n", UpstreamType.VLLM) is None
     assert parse_load(VLLM, UpstreamType.OPENAI) is None
+
+
+def test_the_prefix_cache_hit_rate_is_over_the_tokens_looked_up_since_the_last_sample() -> None:
+    before = LoadSample(0, 0, prefix_queries=1000, prefix_hits=100)
+    assert LoadSample(0, 0, prefix_queries=3000, prefix_hits=1700).hit_rate_since(before) == 0.8
+    assert LoadSample(0, 0, prefix_queries=1000, prefix_hits=100).hit_rate_since(before) is None  # nothing asked
+    assert LoadSample(0, 0, prefix_queries=50, prefix_hits=0).hit_rate_since(before) is None  # restarted
+    assert LoadSample(0, 0).hit_rate_since(before) is None  # a server without a prefix cache
+    assert LoadSample(0, 0, prefix_queries=40, prefix_hits=30).hit_rate_since(LoadSample(0, 0)) == 0.75  # since start

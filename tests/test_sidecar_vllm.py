@@ -76,4 +76,16 @@ async def test_vllm_api_server_behind_a_sidecar(start_smmf: Callable[..., SmmfPr
         await eventually(settled, 10)
         watcher.cancel()
         print(f"vLLM behind a sidecar: published in-flight values {published}")
+
+        # vLLM's automatic prefix caching: the same long prompt twice, and its own counters give the hit rate.
+        prompt = "Here is a list of fruits: " + ", ".join(["apple", "pear", "plum", "fig"] * 80)
+        for _ in range(2):
+            await asyncio.to_thread(client.completions.create, model="gemma", prompt=prompt, max_tokens=1)
+
+        async def hit_rate() -> float | None:
+            (current,) = await _records(registry)
+            return current.load.prefix_cache_hit_rate
+
+        rate = await eventually(hit_rate, 10)
+        print(f"vLLM behind a sidecar: published prefix-cache hit rate {rate}")
     assert sidecar.proc is not None and sidecar.proc.poll() is None

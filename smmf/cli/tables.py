@@ -10,7 +10,8 @@ from ..instance import Instance
 __all__ = ["columns", "instance_table"]
 
 INSTANCE_HEADERS = (
-    "ID", "MODEL", "KIND", "ENDPOINT", "BACKEND", "STATE", "WEIGHT", "INFLIGHT", "QUEUED", "SEEN", "LOAD AGE",
+    "ID", "MODEL", "KIND", "ENDPOINT", "BACKEND", "STATE", "WEIGHT", "INFLIGHT", "QUEUED", "KV", "HITS",
+    "SEEN", "LOAD AGE",
 )  # fmt: skip
 
 
@@ -26,9 +27,14 @@ def _age(when: float | None, now: float) -> str:
     return "-" if when is None else f"{max(0.0, now - when):.0f}s"
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def _row(r: Instance, now: float) -> tuple[str, ...]:
     """SEEN is how long ago the record's holder last confirmed it alive (- for a persistent record); load
-    columns are - where nothing reports load."""
+    columns are - where nothing reports load, KV (cache usage) and HITS (the prefix cache's hit rate)
+    where the server does not publish them."""
     load = r.load
     reported = load.reported
     return (
@@ -41,6 +47,8 @@ def _row(r: Instance, now: float) -> tuple[str, ...]:
         f"{r.weight:g}",
         str(load.inflight) if reported else "-",
         str(load.queued) if reported else "-",
+        _share(load.kv_cache_usage),
+        _share(load.prefix_cache_hit_rate),
         _age(r.alive_at, now),
         _age(load.updated_at, now) if reported else "-",
     )

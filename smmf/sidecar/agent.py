@@ -158,6 +158,7 @@ class Sidecar:
         self.desired = Desired.ONLINE
         self.draining = False
         self.load = LoadSample(0, 0)
+        self.prefix_cache_hit_rate: float | None = None
         self.load_reported = self.probe.publishes_load
         #: When `load` was read from the server: a record written for another reason keeps this time, so
         #: clients can tell which of their own requests the figure counted (`Peer.update`).
@@ -198,6 +199,7 @@ class Sidecar:
                 inflight=self.load.inflight,
                 queued=self.load.queued,
                 kv_cache_usage=self.load.kv_cache_usage,
+                prefix_cache_hit_rate=self.prefix_cache_hit_rate,
                 updated_at=self.load_at,
                 reported=self.load_reported,
             ),
@@ -361,6 +363,9 @@ class Sidecar:
             sample = await self.probe.load()
             reported = sample is not None
             if sample is not None and (sample != self.load or not self.load_reported):
+                rate = sample.hit_rate_since(self.load)
+                if rate is not None:  # else the last rate stands: no prompt was looked up since
+                    self.prefix_cache_hit_rate = rate
                 self.load, self.load_at, self.load_reported = sample, time.time(), True
                 await self._write()
             elif not reported and self.load_reported:

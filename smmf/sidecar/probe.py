@@ -40,6 +40,23 @@ class LoadSample:
     inflight: int
     queued: int
     kv_cache_usage: float | None = None
+    #: The server's running counts of prompt tokens looked up in its prefix cache and found there.
+    prefix_queries: float | None = None
+    prefix_hits: float | None = None
+
+    def hit_rate_since(self, earlier: LoadSample) -> float | None:
+        """The share of prompt tokens found in the prefix cache between `earlier` and this; None if none were asked.
+
+        An `earlier` without counts (the sidecar's first sample) counts from
+        zero: the rate since the server started.
+        """
+        if self.prefix_queries is None or self.prefix_hits is None:
+            return None
+        queries = self.prefix_queries - (earlier.prefix_queries or 0.0)
+        hits = self.prefix_hits - (earlier.prefix_hits or 0.0)
+        if queries <= 0 or hits < 0:  # nothing asked, or the server restarted and its counters began again
+            return None
+        return min(1.0, hits / queries)
 
 
 @dataclass(frozen=True)
@@ -47,15 +64,24 @@ class MetricNames:
     inflight: tuple[str, ...]
     queued: tuple[str, ...]
     kv_cache: tuple[str, ...] = ()
+    prefix_queries: tuple[str, ...] = ()
+    prefix_hits: tuple[str, ...] = ()
 
 
 #: Per server type: the first name found of each tuple is used, summed over label sets.
 METRICS: dict[UpstreamType, MetricNames] = {
-    UpstreamType.SMMF: MetricNames(("smmf_requests_inflight",), ("smmf_requests_queued",)),
+    UpstreamType.SMMF: MetricNames(
+        ("smmf_requests_inflight",),
+        ("smmf_requests_queued",),
+        prefix_queries=("smmf_prefix_cache_queries",),
+        prefix_hits=("smmf_prefix_cache_hits",),
+    ),
     UpstreamType.VLLM: MetricNames(
         ("vllm:num_requests_running",),
         ("vllm:num_requests_waiting",),
-        ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),  # the second is older vLLM's name
+        ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),  # the second names are older vLLM's
+        ("vllm:prefix_cache_queries", "vllm:gpu_prefix_cache_queries"),
+        ("vllm:prefix_cache_hits", "vllm:gpu_prefix_cache_hits"),
     ),
     UpstreamType.LLAMA_SERVER: MetricNames(
         ("llamacpp:requests_processing",), ("llamacpp:requests_deferred",), ("llamacpp:kv_cache_usage_ratio",)
@@ -78,12 +104,18 @@ BACKEND = {
 
 
 def _values(text: str) -> dict[str, float]:
-    """Gauge and counter samples summed by name over their label sets (counters without `_total`)."""
+    """Gauge and counter samples summed by name over their label sets (counters without `_total`).
+
+    A counter's `_total` samples are not always filed under its family (the
+    text parser makes them a family of their own), so the suffix is taken
+    off the sample's name.
+    """
     totals: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in (family.name, family.name + "_total"):
-                totals[family.name] = totals.get(family.name, 0.0) + sample.value
+                name = sample.name.removesuffix("_total")
+                totals[name] = totals.get(name, 0.0) + sample.value
     return totals
 
 
@@ -102,7 +134,13 @@ def parse_load(text: str, kind: UpstreamType) -> LoadSample | None:
     if inflight is None and queued is None:
         return None
     kv = _first(values, names.kv_cache)
-    return LoadSample(int(inflight or 0), int(queued or 0), None if kv is None else min(1.0, max(0.0, kv)))
+    return LoadSample(
+        int(inflight or 0),
+        int(queued or 0),
+        None if kv is None else min(1.0, max(0.0, kv)),
+        _first(values, names.prefix_queries),
+        _first(values, names.prefix_hits),
+    )
 
 
 class Probe:
