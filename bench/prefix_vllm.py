@@ -31,8 +31,8 @@ INSTANCES = 2
 TENANTS = 8
 #: Words per system prompt; each "s0t3w17" is several Gemma tokens, about 600 in all.
 SYSTEM_WORDS = 120
-#: KV-cache blocks per instance, of vLLM's CPU block size.
-KV_BLOCKS = 40
+#: KV-cache blocks per instance, of 16 tokens (vLLM's CPU block size): about 4 of the 8 tenants' prompts.
+KV_BLOCKS = 160
 
 
 def engine(url: str, port: int, blocks: int, log_dir: Path) -> SmmfProcess:
