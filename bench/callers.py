@@ -57,8 +57,8 @@ def latency_row(callers: int, policy: str, runs: list[dict[str, Any]], series: s
         "policy": policy,
         "requests": len(values),
         "errors": sum(run["errors"] for run in runs),
-        f"{label}p50_ms": round(pct(values, 50) * 1000, 1),
-        f"{label}p99_ms": round(pct(values, 99) * 1000, 1),
+        f"{label}p50_ms": round(pct(values, 50) * 1000, 1) if values else None,
+        f"{label}p99_ms": round(pct(values, 99) * 1000, 1) if values else None,
     }
 
 

@@ -30,7 +30,7 @@ import random
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ import aiohttp
 
 from bench.callers import Callers, arrivals, idle, latency_row, run_main
 from bench.report import save, table
-from smmf.client import ModelClient, Request
+from smmf.client import ModelClient, Request, Stream
 from smmf.client.balancers import Affinity, register_policy
 from smmf.client.peer import Peer
 from smmf.sidecar.probe import UpstreamType, parse_load
@@ -68,8 +68,8 @@ SIM = (
 
 
 def system_prompt(tenant: int, salt: str, words: int = SYSTEM_TOKENS) -> str:
-    """`salt` (one per run) makes every run's prompts new, so no run finds what the one before cached."""
-    return " ".join(f"{salt}t{tenant}w{i}" for i in range(words))
+    """`salt` (one per run) leads, so every block's chained hash is new and no run finds what the one before cached."""
+    return " ".join([salt, *(f"t{tenant}w{i}" for i in range(words))])
 
 
 def user_turn(seed: int) -> str:
@@ -123,28 +123,33 @@ def schedule(rate: float, seconds: float, seed: int, tenants: int = TENANTS) -> 
     return [[at, rng.choices(range(tenants), weights)[0], rng.randrange(2**31)] for at in offsets]
 
 
+def _open(client: ModelClient, model: str, run: dict[str, Any], tenant: int, seed: int) -> Awaitable[Stream[Any]]:
+    """The turn as a streamed chat request, or as a completion of the same text (`run["api"]`).
+
+    A completion suits a base model with no chat template (the bundled Gemma on vLLM).
+    """
+    turn = messages(run, tenant, seed)
+    common: dict[str, Any] = {"model": model, "max_tokens": MAX_TOKENS, "stream": True, "policy": run["policy"]}
+    if run.get("api") == "completions":
+        return client.completions.create(prompt="\n".join(m["content"] for m in turn), **common)
+    return client.chat.completions.create(messages=turn, **common)
+
+
 async def send_turns(client: ModelClient, model: str, run: dict[str, Any]) -> dict[str, Any]:
-    """One open-loop run of streamed chat turns; time to first token measured after the warm-up."""
+    """One open-loop run of streamed turns; time to first token measured after the warm-up."""
     ttfts: list[float] = []
     instances: list[str] = []
-    errors = 0
+    failures: list[str] = []
 
     async def one(at: float, tenant: int, seed: int) -> None:
-        nonlocal errors
         started = time.perf_counter()
         try:
-            stream = await client.chat.completions.create(
-                model=model,
-                messages=messages(run, tenant, seed),
-                max_tokens=MAX_TOKENS,
-                stream=True,
-                policy=run["policy"],
-            )
+            stream = await _open(client, model, run, tenant, seed)
             first = None
             async for _ in stream:
                 first = first or time.perf_counter()
-        except Exception:  # noqa: BLE001 - counted
-            errors += 1
+        except Exception as exc:  # noqa: BLE001 - counted, and the first kept to say why
+            failures.append(f"{type(exc).__name__}: {exc}"[:300])
             return
         if at >= WARMUP and first is not None:
             ttfts.append(first - started)
@@ -155,7 +160,7 @@ async def send_turns(client: ModelClient, model: str, run: dict[str, Any]) -> di
         await asyncio.sleep(max(0.0, run["begin"] + at - time.time()))
         tasks.append(asyncio.create_task(one(at, tenant, seed)))
     await asyncio.gather(*tasks)
-    return {"ttfts": ttfts, "instances": instances, "errors": errors}
+    return {"ttfts": ttfts, "instances": instances, "errors": len(failures), "failures": failures[:1]}
 
 
 async def cache_counts(ports: list[int], kind: UpstreamType = UpstreamType.SMMF) -> tuple[float, float]:
@@ -171,12 +176,12 @@ async def cache_counts(ports: list[int], kind: UpstreamType = UpstreamType.SMMF)
     return queries, hits
 
 
-def summary(callers: int, policy: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summary(callers: int, policy: str, runs: list[dict[str, Any]], instances: int) -> dict[str, Any]:
     row = latency_row(callers, policy, runs, "ttfts", "ttft_")
     shares = Counter(i for run in runs for i in run["instances"])
     queries = sum(run["queries"] for run in runs)
     hits = sum(run["hits"] for run in runs)
-    mean_share = row["requests"] / INSTANCES
+    mean_share = row["requests"] / instances
     return {
         **row,
         "missed": round(sum(t > MISSED_S for run in runs for t in run["ttfts"]) / max(1, row["requests"]), 4),
@@ -197,7 +202,7 @@ def checks(rows: list[dict[str, Any]]) -> dict[str, float]:
             continue
         if oracle and oracle["hit_rate"]:
             found[f"affinity_hit_rate_over_oracle_k{callers}"] = round(mine["hit_rate"] / oracle["hit_rate"], 3)
-        if baseline:
+        if baseline and mine["ttft_p99_ms"] and baseline["ttft_p99_ms"]:
             found[f"affinity_ttft_p99_over_least_loaded_k{callers}"] = round(
                 mine["ttft_p99_ms"] / baseline["ttft_p99_ms"], 3
             )
@@ -230,8 +235,10 @@ async def measure(
                         result = await callers.run(policy, turns, salt=f"r{round_}{policy}", **extra)
                         after = await cache_counts(ports, kind)
                         result["queries"], result["hits"] = after[0] - before[0], after[1] - before[1]
+                        if result["failures"]:
+                            print(f"  {result['errors']} failed; the first: {result['failures'][0]}", flush=True)
                         runs.setdefault((count, policy), []).append(result)
-    return [summary(count, policy, policy_runs) for (count, policy), policy_runs in runs.items()]
+    return [summary(count, policy, policy_runs, len(ports)) for (count, policy), policy_runs in runs.items()]
 
 
 def report(name: str, rows: list[dict[str, Any]], setup: dict[str, Any]) -> None:

@@ -2,7 +2,8 @@
 
 A short check, not part of `make test`: `bench.prefix`'s tenants, turns and
 caller processes (fewer tenants, shorter prompts, a rate a CPU can serve),
-sent through `affinity` and through `least_loaded`, with vLLM's own
+sent as completions (the bundled Gemma is a base model, without a chat
+template) through `affinity` and through `least_loaded`, with vLLM's own
 `vllm:prefix_cache_queries` and `vllm:prefix_cache_hits` counters giving the
 hit rate.  vLLM's KV cache is limited with `--num-gpu-blocks-override` so
 that, as in the simulated setting, each instance holds only part of the
@@ -29,7 +30,7 @@ from tests.support.processes import SmmfProcess
 MODEL = "gemma"
 INSTANCES = 2
 TENANTS = 8
-#: Words per system prompt; each "s0t3w17" is several Gemma tokens, about 600 in all.
+#: Words per system prompt; each "t3w17" is several Gemma tokens, about 550 in all (the context is 1,024).
 SYSTEM_WORDS = 120
 #: KV-cache blocks per instance, of 16 tokens (vLLM's CPU block size): about 4 of the 8 tenants' prompts.
 KV_BLOCKS = 160
@@ -67,7 +68,9 @@ async def main() -> None:
             for process in engines:
                 process.start(expect_url=False)
             await registered(url, INSTANCES, 900)
-            rows = await measure(url, MODEL, ports, args, UpstreamType.VLLM, TENANTS, system_words=SYSTEM_WORDS)
+            rows = await measure(
+                url, MODEL, ports, args, UpstreamType.VLLM, TENANTS, system_words=SYSTEM_WORDS, api="completions"
+            )
         finally:
             for process in engines:
                 process.stop()
