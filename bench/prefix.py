@@ -43,6 +43,8 @@ from smmf.client.balancers import Affinity, register_policy
 from smmf.client.peer import Peer
 from smmf.sidecar.probe import UpstreamType, parse_load
 from smmf.worker.backends.prefix_cache import PrefixCache
+from smmf.worker.backends.sim import prompt_of
+from smmf.worker.requests import ChatRequest
 from tests.support.fleet import Fleet
 
 INSTANCES = 4
@@ -83,8 +85,8 @@ def messages(run: dict[str, Any], tenant: int, seed: int) -> list[dict[str, str]
 
 
 def prompt_tokens(request: Request) -> list[str]:
-    """The tokens the sim backend sees for a chat request: `role: content` lines, split at whitespace."""
-    return "\n".join(f"{m['role']}: {m['content']}" for m in request.body["messages"]).split()
+    """The tokens the sim backend sees for a chat request, by the sim's own reading of it."""
+    return prompt_of(ChatRequest.model_validate(request.body)).split()
 
 
 class PerfectKnowledge:

@@ -188,12 +188,14 @@ class Affinity:
         """The candidates that can take one more request within (1 + epsilon) times the mean share and load."""
         weight = sum(c.record.weight for c in candidates)
         shares = [self.recent.get(c.id, 0.0) for c in candidates]
+        loads = [c.load for c in candidates]  # each a clock read and some arithmetic: once per candidate
         share_per_weight = (1 + self.epsilon) * (sum(shares) + 1) / weight
-        most_load = (1 + self.epsilon) * sum(c.load * c.record.weight for c in candidates) / weight + 1
+        work = sum(load * c.record.weight for c, load in zip(candidates, loads, strict=True))  # in requests
+        most_load = (1 + self.epsilon) * work / weight + 1
         return [
             c
-            for c, share in zip(candidates, shares, strict=True)
-            if share < share_per_weight * c.record.weight and c.load <= most_load
+            for c, share, load in zip(candidates, shares, loads, strict=True)
+            if share < share_per_weight * c.record.weight and load <= most_load
         ]
 
     def count(self, peer: Peer) -> None:

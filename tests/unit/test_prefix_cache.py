@@ -35,7 +35,7 @@ def test_the_least_recently_used_blocks_go_first() -> None:
     cache.admit(b)
     cache.admit(a)  # a is now the more recent
     cache.admit(c)  # evicts b's two blocks
-    assert len(cache) == 4
+    assert cache.blocks == 4
     assert cache.cached(a) == 4 and cache.cached(c) == 4 and cache.cached(b) == 0
 
 

@@ -65,5 +65,7 @@ class PrefixCache:
             self._blocks.popitem(last=False)
         return hit
 
-    def __len__(self) -> int:
+    @property
+    def blocks(self) -> int:
+        """Blocks held now.  Not `__len__`: an empty cache would then be falsy, and `if cache:` would skip it."""
         return len(self._blocks)
