@@ -102,6 +102,14 @@ class ModelClient:
         """The models and instances currently known, from the cache."""
         return {model: [peer.record for peer in self.cache.peers(model)] for model in self.cache.known_models()}
 
+    def openai_models(self) -> dict[str, Any]:
+        """`GET /v1/models`' answer from the cache: each model once, with how many instances it has."""
+        data = [
+            {"id": model, "object": "model", "created": 0, "owned_by": "smmf", "instances": len(records)}
+            for model, records in self.models().items()
+        ]
+        return {"object": "list", "data": data}
+
     async def request(
         self,
         route: Route,

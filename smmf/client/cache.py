@@ -27,7 +27,7 @@ import logging
 import time
 
 from ..instance import Instance, first_report
-from ..registry import Delete, Put, Registry, Snapshot
+from ..registry import Connection, Delete, Put, Registry, Snapshot
 from ..tasks import cancel_and_wait
 from .peer import Peer
 from .trust import Trust
@@ -46,12 +46,19 @@ class InstanceCache:
         self.trust = trust or Trust()
         self.models: dict[str, dict[str, Peer]] = {}
         self._keys: dict[str, tuple[str, str]] = {}
+        #: Records this client's `Trust` refuses, by key, with the reason: never routed to, but shown to operators.
+        self.refused: dict[str, tuple[Instance, str]] = {}
         #: Per model, the peers deleted in the last HOLD_EMPTY seconds: (when, key, peer).
         self._recent: dict[str, list[tuple[float, str, Peer]]] = {}
         #: Keys deleted from the registry but held back, so their model is not left empty.
         self._held: set[str] = set()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Whether the watch is reaching the registry (what it serves meanwhile is the last-known state).
+        self.connection = Connection()
+        #: Counts the watch's events, so a viewer can wait for the next one (`changed`).
+        self.version = 0
+        self._changed = asyncio.Event()
 
     async def start(self, timeout: float | None = 10.0) -> None:
         """Begin watching; wait (up to `timeout`) for the first snapshot so the first request finds instances."""
@@ -87,8 +94,36 @@ class InstanceCache:
         if self._task is not None:
             await cancel_and_wait(self._task)
 
+    async def changed(self, version: int) -> int:
+        """Wait until the cache has moved past `version` (a record came, changed or went); the new version.
+
+        For one watcher of the whole fleet, such as the gateway's dashboard
+        feed; the request path never waits here.
+        """
+        while self.version == version:
+            await self._changed.wait()
+        return self.version
+
+    async def holds(self, model: str, instance_id: str, timeout: float) -> bool:
+        """Wait up to `timeout` seconds until the watch has brought this instance; whether it has.
+
+        For a process that has just registered a record and is about to be
+        asked for it (the gateway answering its own register): the registry
+        has it at once, this cache only when the watch delivers it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        version = self.version
+        while not any(peer.id == instance_id for peer in self.peers(model)):
+            if not any(r.id == instance_id for r, _ in self.refused.values()) and loop.time() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    version = await asyncio.wait_for(self.changed(version), deadline - loop.time())
+                continue
+            return False
+        return True
+
     async def _run(self) -> None:
-        async for event in self.registry.watch():
+        async for event in self.registry.watch(connection=self.connection):
             if isinstance(event, Snapshot):
                 for key in set(self._keys) - set(event.items):
                     self._remove(key)
@@ -99,6 +134,12 @@ class InstanceCache:
                 self._put(event.key, event.value)
             elif isinstance(event, Delete):
                 self._remove(event.key)
+            self._touch()
+
+    def _touch(self) -> None:
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _put(self, key: str, record: Instance) -> None:
         reason = self.trust.refusal(record)
@@ -106,7 +147,9 @@ class InstanceCache:
             if first_report(key, reason):
                 log.warning("not routing to the record at %r: %s", key, reason)
             self._drop(key)
+            self.refused[key] = (record, reason)
             return
+        self.refused.pop(key, None)
         self._held.discard(key)
         peers = self.models.setdefault(record.model, {})
         peer = peers.get(record.id)
@@ -119,6 +162,7 @@ class InstanceCache:
 
     def _remove(self, key: str) -> None:
         """A key was deleted: drop its peer, unless that leaves the model with none (see `HOLD_EMPTY`)."""
+        self.refused.pop(key, None)
         if key in self._held or key not in self._keys:
             return
         model, instance_id = self._keys[key]
@@ -150,6 +194,7 @@ class InstanceCache:
             if key in self._held:
                 self._held.discard(key)
                 self._drop(key)
+        self._touch()
 
     def _drop(self, key: str) -> None:
         where = self._keys.pop(key, None)

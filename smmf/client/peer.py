@@ -72,6 +72,8 @@ class Peer:
         self._ewma_at = time.monotonic()
         self.consecutive_failures = 0
         self.ejections = 0
+        #: Every ejection so far (`ejections` is forgiven by successes; this is what a metric counts).
+        self.times_ejected = 0
         self.ejected_until = 0.0
         self.cooling_until = 0.0
         #: Set by the cache: may this peer be ejected without leaving its model with none?
@@ -194,6 +196,7 @@ class Peer:
         self.consecutive_failures += 1
         if self.consecutive_failures >= EJECT_AFTER and self.can_eject():
             self.ejections += 1
+            self.times_ejected += 1
             self.ejected_until = time.monotonic() + min(EJECT_CAP, EJECT_BASE * 2 ** (self.ejections - 1))
             self.consecutive_failures = 0
 

@@ -24,16 +24,9 @@ try:
 except ImportError:  # an openai SDK before 3.x, built on httpx
     import httpx  # type: ignore[no-redef, unused-ignore]
 
-from ..errors import (
-    APIConnectionError,
-    APIStatusError,
-    NoInstanceAvailable,
-    RegistryUnavailable,
-    StreamInterrupted,
-    UsageError,
-)
+from ..errors import APIConnectionError, SmmfError, StreamInterrupted
 from ..registry import Registry
-from ..wire.errors import error_body
+from ..wire.errors import error_body, routing_failure
 from .api import ModelClient
 from .request import Request
 from .transport import Response
@@ -84,19 +77,12 @@ class RoutingTransport(httpx.AsyncBaseTransport):
                 await self.client.start()
                 self._started = True
 
-    def _models(self) -> httpx.Response:
-        data = [
-            {"id": model, "object": "model", "created": 0, "owned_by": "smmf", "instances": len(records)}
-            for model, records in self.client.models().items()
-        ]
-        return httpx.Response(200, json={"object": "list", "data": data})
-
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await self._start()
         path = request.url.path
         below_v1 = path[path.index("/v1/") + 3 :] if "/v1/" in path else path
         if request.method == "GET" and below_v1.rstrip("/") == "/models":
-            return self._models()
+            return httpx.Response(200, json=self.client.openai_models())
         try:
             body = json.loads(await request.aread() or b"{}")
         except ValueError:
@@ -114,18 +100,13 @@ class RoutingTransport(httpx.AsyncBaseTransport):
         )
         try:
             response = await self.client.router.send(call)
-        except NoInstanceAvailable as exc:
-            return _error(404, exc.message, "model_not_found")
-        except UsageError as exc:
-            return _error(400, str(exc), "invalid_request")
-        except RegistryUnavailable as exc:
-            return _error(503, str(exc), "registry_unavailable")
-        except APIStatusError as exc:
-            if isinstance(exc.body, dict):
-                return httpx.Response(exc.status or 502, json=exc.body)
-            return _error(exc.status or 502, exc.message)
         except APIConnectionError as exc:
-            raise httpx.ConnectError(exc.message) from None
+            raise httpx.ConnectError(exc.message) from None  # the SDK's own connection error, and its retries
+        except SmmfError as exc:
+            failure = routing_failure(exc)
+            if failure is None:
+                raise
+            return httpx.Response(failure[0], json=failure[1])
         headers = {"content-type": response.headers["content-type"], "x-smmf-instance": response.instance_id}
         if response.streaming:
             return httpx.Response(response.status, headers=headers, stream=ResponseBody(response))

@@ -19,6 +19,7 @@ from .lease import Lease
 from .registry import Listing, Registry
 from .store import RawEvent, Store
 from .urls import DRIVERS, ENV_VAR, default_url, open_registry
+from .watch import Connection
 
 __all__ = [
     "DRIVERS",
@@ -26,6 +27,7 @@ __all__ = [
     "AdminAction",
     "AdminState",
     "Compacted",
+    "Connection",
     "Delete",
     "Lease",
     "LeaseNotFound",

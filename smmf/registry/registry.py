@@ -22,7 +22,7 @@ from .events import Delete, Put, Snapshot, WatchEvent
 from .keys import ADMIN, admin_key, instance_key, key_id, model_prefix
 from .lease import Lease
 from .store import Store
-from .watch import watch_prefix
+from .watch import Connection, watch_prefix
 
 __all__ = ["Listing", "Registry", "decode_record"]
 
@@ -114,9 +114,14 @@ class Registry:
         records = [rec for key, value in raw.items() if (rec := decode_record(key, value)) is not None]
         return Listing(records, revision)
 
-    def watch(self, model: str | None = None) -> AsyncGenerator[WatchEvent[Instance], None]:
-        """A snapshot of the instances (of one model, or all), then their puts and deletes."""
-        return watch_prefix(self.store, model_prefix(model), decode_record)
+    def watch(
+        self, model: str | None = None, *, connection: Connection | None = None
+    ) -> AsyncGenerator[WatchEvent[Instance], None]:
+        """A snapshot of the instances (of one model, or all), then their puts and deletes.
+
+        `connection`, when given, tells whether the watch is reaching the registry.
+        """
+        return watch_prefix(self.store, model_prefix(model), decode_record, connection=connection)
 
     async def remove(self, instance_id: str) -> bool:
         """Delete a record by id whatever its lease, and its admin key; False when there was neither."""

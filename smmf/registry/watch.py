@@ -12,8 +12,10 @@ went away; only a successful list can delete anything.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ..backoff import Backoff
@@ -22,7 +24,7 @@ from ..outage import Outage
 from .events import Delete, Put, Snapshot, WatchEvent
 from .store import Store
 
-__all__ = ["Decoder", "difference", "watch_prefix"]
+__all__ = ["Connection", "Decoder", "difference", "watch_prefix"]
 
 T = TypeVar("T")
 
@@ -30,6 +32,28 @@ log = logging.getLogger(__name__)
 
 #: Turns a stored value into a typed item, or None (already logged) when it is invalid.
 Decoder = Callable[[str, bytes], T | None]
+
+
+@dataclass(slots=True)
+class Connection:
+    """What a watch last learned of its registry: reached or not, why not, and since when (wall clock).
+
+    For those who show it (a dashboard, `/health`): the watch itself needs
+    none of it, since it serves the last-known state either way.
+    """
+
+    connected: bool = False
+    error: str | None = None
+    since: float = 0.0
+
+    def reached(self) -> None:
+        if not self.connected:
+            self.connected, self.error, self.since = True, None, time.time()
+
+    def lost(self, reason: str) -> None:
+        if self.connected or self.error is None:
+            self.since = time.time()
+        self.connected, self.error = False, reason
 
 
 def _decode_all(raw: dict[str, bytes], decode: Decoder[T]) -> dict[str, T]:
@@ -49,9 +73,11 @@ async def watch_prefix(
     decode: Decoder[T],
     *,
     backoff: Backoff | None = None,
+    connection: Connection | None = None,
 ) -> AsyncGenerator[WatchEvent[T], None]:
-    """Snapshot, then changes, of every key under `prefix`, forever."""
+    """Snapshot, then changes, of every key under `prefix`, forever; `connection` is kept up to date."""
     backoff = backoff or Backoff(base=0.1, cap=2.0)
+    connection = connection or Connection()
     known: dict[str, T] | None = None
     outage = Outage(log, f"watch {store.address} {prefix}*", "serving the last-known state and retrying")
     while True:
@@ -59,9 +85,11 @@ async def watch_prefix(
             raw, revision = await store.list(prefix)
         except (RegistryUnavailable, RegistryDenied) as exc:
             outage.failed(exc.reason)
+            connection.lost(exc.reason)
             await backoff.sleep()
             continue
         outage.recovered(f"resynced at revision {revision}")
+        connection.reached()
         backoff.reset()
         current = _decode_all(raw, decode)
         if known is None:
@@ -86,6 +114,7 @@ async def watch_prefix(
             log.info("watch %s %s*: %s; listing again", store.address, prefix, exc)
         except (RegistryUnavailable, RegistryDenied) as exc:
             outage.failed(f"stream lost ({exc.reason})")
+            connection.lost(exc.reason)
             await backoff.sleep()
         except Exception:
             log.exception("watch %s %s*: unexpected stream error; listing again", store.address, prefix)

@@ -1,4 +1,8 @@
-"""Finding the answer in a third-party API's JSON response: `data.items[].attributes.answer`."""
+"""Finding the answer in a third-party API's JSON response: `data.items[].attributes.answer`.
+
+A list element is `[N]` (`[]` for the first), or a plain number as a segment of
+its own (`choices.0.text`), as many API descriptions write it.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +47,11 @@ def extract(path: str, body: str) -> str:
     except json.JSONDecodeError as exc:
         raise ExtractError(path, path.split(".")[0], f"the response is not JSON ({exc.msg})") from None
     for key, indexes in parse_path(path):
-        if key:
+        if key.isdigit() and isinstance(node, list):
+            if int(key) >= len(node):
+                raise ExtractError(path, key, f"found list of length {len(node)}")
+            node = node[int(key)]
+        elif key:
             if not isinstance(node, dict) or key not in node:
                 raise ExtractError(path, key, f"found {type(node).__name__}")
             node = node[key]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["error_body", "read_error"]
+from ..errors import APIConnectionError, APIStatusError, NoInstanceAvailable, RegistryUnavailable, SmmfError, UsageError
+
+__all__ = ["error_body", "read_error", "routing_failure"]
 
 
 def error_body(
@@ -35,3 +37,24 @@ def read_error(text: str) -> tuple[str | None, Any]:
     if isinstance(error, str):
         return error, body
     return None, body
+
+
+def routing_failure(error: SmmfError) -> tuple[int, Any] | None:
+    """The status and error body to answer with when a routed call failed with `error`; None for other errors.
+
+    Shared by every front end that speaks HTTP for the router (the SDK's
+    transport, the gateway), so a caller sees the same answer either way:
+    an instance's own error body is passed on as it came.
+    """
+    if isinstance(error, NoInstanceAvailable):
+        return 404, error_body(error.message, type="smmf_error", code="model_not_found")
+    if isinstance(error, UsageError):
+        return 400, error_body(str(error), type="smmf_error", code="invalid_request")
+    if isinstance(error, RegistryUnavailable):
+        return 503, error_body(str(error), type="smmf_error", code="registry_unavailable")
+    if isinstance(error, APIStatusError):
+        body = error.body if isinstance(error.body, dict) else error_body(error.message, type="smmf_error")
+        return error.status or 502, body
+    if isinstance(error, APIConnectionError):
+        return 502, error_body(error.message, type="smmf_error", code="instance_unreachable")
+    return None

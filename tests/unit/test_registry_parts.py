@@ -48,6 +48,7 @@ BODY = '{"data": {"items": [{"attributes": {"answer": "yes"}}, {"attributes": {"
         ("data.items[].attributes.answer", "yes"),
         ("data.items[1].attributes.answer", "no"),
         ("data.items[0].attributes", '{"answer": "yes"}'),
+        ("data.items.1.attributes.answer", "no"),
         ("", BODY),
     ],
 )
@@ -57,7 +58,12 @@ def test_extract_follows_keys_and_indexes(path: str, found: str) -> None:
 
 @pytest.mark.parametrize(
     ("path", "segment"),
-    [("data.rows[].x", "rows"), ("data.items[5].attributes", "items[5]"), ("nothing", "nothing")],
+    [
+        ("data.rows[].x", "rows"),
+        ("data.items[5].attributes", "items[5]"),
+        ("data.items.5", "5"),
+        ("nothing", "nothing"),
+    ],
 )
 def test_extract_names_the_first_missing_segment(path: str, segment: str) -> None:
     with pytest.raises(ExtractError) as missing:
