@@ -4,7 +4,8 @@
 # fresh machine passes:
 #   .venv       the package with its test, check, etcd, llama-cpp, embeddings and otel extras
 #   .venv-vllm  vLLM's CPU build beside smmf (vLLM pins its own torch stack)
-#   packages    Debian's etcd-server (the registry) and openssl (the TLS tests' certificates)
+#   packages    Debian's etcd-server (the registry), openssl (the TLS tests' certificates), and
+#               chromium with chromium-driver (the dashboard's browser test; nothing downloads a browser)
 #   node        the npm consul package, a client smmf did not write, to check the Consul emulator with
 
 PYTHON ?= python3
@@ -93,6 +94,8 @@ packages:
 	command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 		echo "installing$$missing with apt-get"; \

@@ -2,7 +2,7 @@
 
 Each module adds its subcommands to the parser: `inventory` (ls, models),
 `top`, `manage` (offline, online, drain, restart, register, deregister),
-`chat`, and `run` (worker, sidecar, up).  Every subcommand takes `--registry`
+`chat`, `run` (worker, sidecar, up) and `gateway` (gateway, dashboard).  Every subcommand takes `--registry`
 (default: `$SMMF_REGISTRY`, else the embedded file registry).  Errors are one
 clear line on stderr and an exit code, mapped from smmf's error tree here and
 nowhere else: 2 for bad input, 1 for a failure, never a traceback.
@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from .. import __version__
 from ..errors import APIError, ConfigurationError, SmmfError, UnknownInstance, UsageError
-from . import chat, inventory, manage, run, top
+from . import chat, gateway, inventory, manage, run, top
 
 __all__ = ["exit_code", "main"]
 
@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     root = _Parser(prog="smmf", description="service-oriented multi-model management")
     root.add_argument("--version", action="version", version=f"smmf {__version__}")
     commands = root.add_subparsers(dest="command", required=True)
-    for module in (inventory, top, manage, chat, run):
+    for module in (inventory, top, manage, chat, run, gateway):
         module.add_commands(commands)
     return root
 

@@ -7,12 +7,11 @@ import asyncio
 import sys
 
 from ..client import ModelClient
-from .options import Commands, add_registry_option, parse_pairs
+from .options import Commands, add_client_options, add_registry_option, client_options
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    credentials = dict(parse_pairs(args.credential, "--credential", "HOST=VARIABLE"))
-    async with ModelClient(args.registry, policy=args.policy, credentials=credentials, allow=args.allow) as client:
+    async with ModelClient(args.registry, **client_options(args)) as client:
         messages = [{"role": "user", "content": args.prompt}]
         if args.stream:
             stream = await client.chat.completions.create(
@@ -38,15 +37,7 @@ def add_commands(commands: Commands) -> None:
     chat.add_argument("prompt")
     chat.add_argument("--model", required=True)
     chat.add_argument("--stream", action="store_true")
-    chat.add_argument("--policy", default="least_loaded")
     chat.add_argument("--max-tokens", type=int, default=128)
-    chat.add_argument(
-        "--credential", action="append", default=[], metavar="HOST=VARIABLE",
-        help="send the key in environment variable VARIABLE to HOST, for template records that name VARIABLE",
-    )  # fmt: skip
-    chat.add_argument(
-        "--allow", action="append", metavar="HOST|NETWORK",
-        help="send requests only to these hosts (*.example.com) and networks (10.0.0.0/8); repeatable",
-    )  # fmt: skip
+    add_client_options(chat)
     add_registry_option(chat)
     chat.set_defaults(run=lambda args: asyncio.run(_chat(args)))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["Commands", "add_registry_option", "instance_id", "parse_pairs"]
+__all__ = ["Commands", "add_client_options", "add_registry_option", "client_options", "instance_id", "parse_pairs"]
 
 #: The root parser's subcommands, which each module adds its own to.
 Commands = argparse._SubParsersAction
@@ -15,6 +16,25 @@ Commands = argparse._SubParsersAction
 
 def add_registry_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry", help="registry URL (default: $SMMF_REGISTRY or the embedded file registry)")
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    """What a command that embeds `ModelClient` lets its user decide: the policy, and what records may not."""
+    parser.add_argument("--policy", default="least_loaded", help="balancing policy (default: least_loaded)")
+    parser.add_argument(
+        "--credential", action="append", default=[], metavar="HOST=VARIABLE",
+        help="send the key in environment variable VARIABLE to HOST, for template records that name VARIABLE",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow", action="append", metavar="HOST|NETWORK",
+        help="send requests only to these hosts (*.example.com) and networks (10.0.0.0/8); repeatable",
+    )  # fmt: skip
+
+
+def client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`ModelClient`'s keyword arguments from `add_client_options`' flags."""
+    credentials = parse_pairs(args.credential, "--credential", "HOST=VARIABLE")
+    return {"policy": args.policy, "credentials": credentials, "allow": args.allow}
 
 
 #: What an operator may choose as an instance id: readable in a table, safe in a registry key and a URL.

@@ -4,7 +4,9 @@ errors, backoff, outage, tasks, wire, template, instance, admin   (shared: impor
 registry                                                   (the record's store)
 worker                                                     (knows nothing of registries)
 sidecar, client                                            (over the registry; never each other)
-management, launcher, cli                                  (wire the rest together)
+management, launcher                                       (steer instances, start fleets)
+gateway                                                    (the client and management behind HTTP)
+cli                                                        (wires the rest together)
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ ALLOWED = {
     "backoff": set(),
     "outage": set(),
     "tasks": set(),
-    "wire": set(),
+    "wire": {"errors"},
     "template": {"errors", "wire"},
     "instance": {"template"},
     "admin": set(),
@@ -33,6 +35,7 @@ ALLOWED = {
     "client": SHARED | {"registry"},
     "management": SHARED | {"registry"},
     "launcher": SHARED | {"registry", "worker"},
+    "gateway": SHARED | {"registry", "client", "management"},
 }
 
 
