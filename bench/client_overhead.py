@@ -19,13 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 
+from bench.paired import compare
 from bench.report import save, table
 from bench.worker import pinned, worker
 from smmf.client import ModelClient
@@ -33,26 +31,6 @@ from smmf.instance import Instance
 from smmf.registry import open_registry
 
 BODY = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
-
-
-async def run_loop(call: Callable[[], Awaitable[None]], concurrency: int, seconds: float) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-
-    async def loop() -> None:
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(loop() for _ in range(concurrency)))
-    return latencies, time.perf_counter() - started
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -76,29 +54,8 @@ async def main(args: argparse.Namespace) -> None:
                 await client.chat.completions.create(**BODY)
 
             for concurrency in (1, 64):
-                rounds: dict[str, list[tuple[list[float], float]]] = {"direct": [], "client": []}
-                await run_loop(direct, concurrency, 1.0)
-                await run_loop(through_client, concurrency, 1.0)
-                for _ in range(args.rounds):
-                    rounds["direct"].append(await run_loop(direct, concurrency, args.seconds))
-                    rounds["client"].append(await run_loop(through_client, concurrency, args.seconds))
-                summary = {}
-                for mode, runs in rounds.items():
-                    latencies = [x for lat, _ in runs for x in lat]
-                    summary[mode] = {
-                        "requests": len(latencies),
-                        "throughput_rps": round(statistics.median(len(lat) / secs for lat, secs in runs), 1),
-                        "p50_us": round(pct(latencies, 50) * 1e6, 1),
-                        "p99_us": round(pct(latencies, 99) * 1e6, 1),
-                    }
-                summary["added_p50_us"] = round(summary["client"]["p50_us"] - summary["direct"]["p50_us"], 1)
-                summary["added_p99_us"] = round(summary["client"]["p99_us"] - summary["direct"]["p99_us"], 1)
-                paired = [
-                    (len(c) / c_secs) / (len(d) / d_secs)
-                    for (d, d_secs), (c, c_secs) in zip(rounds["direct"], rounds["client"], strict=True)
-                ]
-                summary["throughput_ratio"] = round(statistics.median(paired), 3)
-                summary["throughput_ratio_per_round"] = [round(r, 3) for r in paired]
+                modes = {"direct": direct, "client": through_client}
+                summary = await compare(modes, concurrency, args.rounds, args.seconds)
                 results[f"concurrency_{concurrency}"] = summary
                 print(f"concurrency {concurrency}: {json.dumps(summary)}", flush=True)
 
@@ -111,8 +68,9 @@ async def main(args: argparse.Namespace) -> None:
     headers = ["concurrency", "direct p50 us", "client p50 us", "added p50 us", "added p99 us", "direct rps",
                "client rps", "ratio"]  # fmt: skip
     rows = [
-        [name.split("_")[1], r["direct"]["p50_us"], r["client"]["p50_us"], r["added_p50_us"], r["added_p99_us"],
-         r["direct"]["throughput_rps"], r["client"]["throughput_rps"], r["throughput_ratio"]]
+        [name.split("_")[1], r["direct"]["p50_us"], r["client"]["p50_us"], r["client"]["added_p50_us"],
+         r["client"]["added_p99_us"], r["direct"]["throughput_rps"], r["client"]["throughput_rps"],
+         r["client"]["throughput_ratio"]]
         for name, r in results.items()
     ]  # fmt: skip
     print()

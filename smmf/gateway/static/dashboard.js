@@ -29,7 +29,7 @@ const SERVED_ACTIONS = ["drain", "offline", "online", "restart"];
 const $ = (id) => document.getElementById(id);
 const tokenInput = $("token");
 tokenInput.value = sessionStorage.getItem("smmf-token") || "";
-tokenInput.addEventListener("change", () => sessionStorage.setItem("smmf-token", tokenInput.value));
+tokenInput.addEventListener("input", () => sessionStorage.setItem("smmf-token", tokenInput.value));
 
 function el(tag, attrs = {}, text) {
   const node = document.createElement(tag);
@@ -150,7 +150,8 @@ function render(view) {
       container.append(section);
     }
     const up = model.instances.filter((i) => i.state === "up" && !i.refused).length;
-    section.querySelector(".summary").textContent = `${model.instances.length} instances, ${up} up`;
+    const n = model.instances.length;
+    section.querySelector(".summary").textContent = `${n} instance${n === 1 ? "" : "s"}, ${up} up`;
     const body = section.querySelector("tbody");
     const rows = new Map([...body.children].map((tr) => [tr.dataset.id, tr]));
     const ordered = model.instances.map((instance) => {
