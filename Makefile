@@ -109,6 +109,7 @@ bench: packages venv
 	$(PY) -m bench.registry
 	$(PY) -m bench.worker
 	$(PY) -m bench.client_overhead
+	$(PY) -m bench.gateway
 	$(PY) -m bench.balance
 	$(PY) -m bench.balance_model
 
