@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -11,6 +12,8 @@ import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -286,3 +289,46 @@ async def test_the_prefix_cache_hit_rate_is_published(deploy: Callable[..., Depl
         return record is not None and record.load.prefix_cache_hit_rate in (0.75, 1.0)
 
     await eventually(published, 10)
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+async def test_the_status_server_answers_probes_and_drains_for_a_pre_stop_hook(
+    deploy: Callable[..., Deployment], tmp_path: Path
+) -> None:
+    status = free_port()
+    d = deploy(
+        f"file://{tmp_path}/r.db", "--status-address", f"127.0.0.1:{status}",
+        sim_args=("--ttft-ms", "0", "--tpot-ms", "50"),
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{status}"
+    await d.wait_registered()
+    ready = await eventually(lambda: asyncio.to_thread(lambda: _get(f"{base}/ready")[0] == 200), 30)
+    assert ready
+    assert (await asyncio.to_thread(_get, f"{base}/live"))[0] == 200
+
+    pieces: list[str] = []
+    stream = d.sdk().chat.completions.create(
+        model=d.model, messages=[{"role": "user", "content": "long"}], max_tokens=30, stream=True
+    )
+    next(iter(stream))
+    reader = threading.Thread(target=lambda: pieces.extend(c.choices[0].delta.content or "" for c in stream))
+    reader.start()
+    code, answer = await asyncio.to_thread(_get, f"{base}/drain")
+    assert code == 200 and answer["drained"] is True and answer["state"] == "draining"
+    assert len(pieces) + 1 >= 30, "/drain answered only after the stream in flight had finished"
+    await asyncio.to_thread(reader.join, 30)
+
+    assert (await d.record()).state is State.DRAINING, "a retired instance takes no new requests"  # type: ignore[union-attr]
+    code, answer = await asyncio.to_thread(_get, f"{base}/ready")
+    assert code == 503 and answer["state"] == "draining"
+    assert (await asyncio.to_thread(_get, f"{base}/drain"))[0] == 200, "a second /drain (the worker's hook) answers too"
+    d.process.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    await d.wait_gone(10)
+    assert await asyncio.to_thread(d.process.proc.wait, 30) == 0  # type: ignore[union-attr]

@@ -8,7 +8,15 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["Commands", "add_client_options", "add_registry_option", "client_options", "instance_id", "parse_pairs"]
+__all__ = [
+    "Commands",
+    "add_client_options",
+    "add_registry_option",
+    "client_options",
+    "host_port",
+    "instance_id",
+    "parse_pairs",
+]
 
 #: The root parser's subcommands, which each module adds its own to.
 Commands = argparse._SubParsersAction
@@ -46,6 +54,14 @@ def instance_id(text: str) -> str:
     if not _ID.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an instance id: use letters, digits and ._:@[]- only")
     return text
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """A `HOST:PORT` argument (`[::]:9090` for IPv6)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
 
 
 def parse_pairs(pairs: list[str], option: str, shape: str = "KEY=VALUE") -> dict[str, str]:

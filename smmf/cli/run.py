@@ -13,7 +13,7 @@ from ..instance import Kind
 from ..sidecar.probe import UpstreamType
 from ..worker.backends import BACKENDS, backend_class
 from ..worker.options import add_worker_arguments, worker_from_args
-from .options import Commands, add_registry_option, instance_id, parse_pairs
+from .options import Commands, add_registry_option, host_port, instance_id, parse_pairs
 from .tables import instance_table
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ def _sidecar(args: argparse.Namespace) -> int:
         command=command,
         id=args.id,
         max_failed_starts=args.max_failed_starts,
+        status_address=args.status_address,
     )
     return asyncio.run(Sidecar(config).run())
 
@@ -130,6 +131,10 @@ def _add_sidecar(commands: Commands) -> None:
     sidecar.add_argument(
         "--max-failed-starts", type=int, default=0, metavar="N",
         help="exit 1 after the server exited N times in a row without becoming healthy (default 0: never)",
+    )  # fmt: skip
+    sidecar.add_argument(
+        "--status-address", type=host_port, metavar="HOST:PORT",
+        help="serve /ready, /live and /drain here, for an orchestrator's probes and preStop hook",
     )  # fmt: skip
     sidecar.add_argument(
         "command_line", nargs=argparse.REMAINDER, metavar="COMMAND", help="-- COMMAND ARGS: start and supervise it"

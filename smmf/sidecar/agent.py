@@ -39,6 +39,7 @@ from ..outage import Outage
 from ..registry import Lease, open_registry
 from .child import Child
 from .probe import BACKEND, HealthCheck, LoadSample, Probe, UpstreamType
+from .status import StatusServer
 
 __all__ = ["Desired", "Sidecar", "SidecarConfig"]
 
@@ -73,6 +74,8 @@ class SidecarConfig:
     id: str | None = None
     #: Give up (exit 1) after the child exited this many times in a row without becoming healthy; 0: never.
     max_failed_starts: int = 0
+    #: Where to serve /ready, /live and /drain for an orchestrator (host, port); None: nowhere.
+    status_address: tuple[str, int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("upstream", "advertise"):
@@ -130,7 +133,12 @@ class Terminate:
     pass
 
 
-Event = HealthChanged | ChildExited | AdminRequested | RetryRegister | LeaseTaken | Terminate
+@dataclass(frozen=True)
+class Retire:
+    """The host is about to stop this pod or service (a `preStop` hook): drain for good, then wait for the signal."""
+
+
+Event = HealthChanged | ChildExited | AdminRequested | RetryRegister | LeaseTaken | Terminate | Retire
 
 
 def standing_desire(state: AdminState) -> Desired:
@@ -157,6 +165,10 @@ class Sidecar:
         self.healthy = False
         self.desired = Desired.ONLINE
         self.draining = False
+        #: Set by a `Retire`: the record stays draining until the process ends.
+        self.retiring = False
+        #: Set once a `Retire`'s drain is over.
+        self.retired = asyncio.Event()
         self.load = LoadSample(0, 0)
         self.prefix_cache_hit_rate: float | None = None
         self.load_reported = self.probe.publishes_load
@@ -177,7 +189,7 @@ class Sidecar:
 
     @property
     def state(self) -> State:
-        if self.draining:
+        if self.draining or self.retiring:
             return State.DRAINING
         if self.desired is Desired.OFFLINE:
             return State.OFFLINE
@@ -401,6 +413,20 @@ class Sidecar:
         elif isinstance(event, LeaseTaken):
             self.lease = None
             self._refuse(await self.registry.get(self.config.model, self.instance_id))
+        elif isinstance(event, Retire) and not self.retiring:
+            await self._drain("the host is stopping it")
+            self.retiring = True
+            await self._write()
+            self.retired.set()
+
+    def retire(self) -> None:
+        """Ask for a `Retire` (from the status server's /drain); wait for `retired`."""
+        self._events.put_nowait(Retire())
+
+    @property
+    def ready(self) -> bool:
+        """Registered and taking requests: what an orchestrator's readiness probe asks."""
+        return self.lease is not None and self.state is State.UP
 
     async def _health_changed(self, event: HealthChanged) -> None:
         if event.check.ok == self.healthy:
@@ -481,7 +507,10 @@ class Sidecar:
         log.info("sidecar for %s: instance %s, upstream %s, registry %s",
                  self.config.model, self.instance_id, self.config.upstream, self.registry.url)  # fmt: skip
         reporters: list[asyncio.Task[None]] = []
+        status = StatusServer(self, *self.config.status_address) if self.config.status_address else None
         try:
+            if status is not None:
+                await status.start()
             if not await self._identity_is_free():
                 return self.exit_code
             if self.child is not None:
@@ -496,6 +525,8 @@ class Sidecar:
                 task.cancel()
             if self.child is not None:
                 await self.child.stop()
+            if status is not None:
+                await status.close()
             await self.probe.close()
             await self.registry.close()
         log.info("sidecar stopped")
