@@ -5,7 +5,8 @@
 #   .venv       the package with its test, check, etcd, llama-cpp, embeddings and otel extras
 #   .venv-vllm  vLLM's CPU build beside smmf (vLLM pins its own torch stack)
 #   packages    Debian's etcd-server (the registry), openssl (the TLS tests' certificates), and
-#               chromium with chromium-driver (the dashboard's browser test; nothing downloads a browser)
+#               chromium with chromium-driver (the dashboard's browser test; nothing downloads a browser),
+#               kubernetes-client (`kubectl kustomize` renders deploy/) and systemd (`systemd-analyze verify`)
 #   node        the npm consul package, a client smmf did not write, to check the Consul emulator with
 
 PYTHON ?= python3
@@ -96,6 +97,8 @@ packages:
 	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
+	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 		echo "installing$$missing with apt-get"; \
