@@ -6,7 +6,8 @@
 #   .venv-vllm  vLLM's CPU build beside smmf (vLLM pins its own torch stack)
 #   packages    Debian's etcd-server (the registry), openssl (the TLS tests' certificates), and
 #               chromium with chromium-driver (the dashboard's browser test; nothing downloads a browser),
-#               kubernetes-client (`kubectl kustomize` renders deploy/) and systemd (`systemd-analyze verify`)
+#               kubernetes-client (`kubectl kustomize` renders deploy/), systemd (`systemd-analyze verify`)
+#               and iproute2 (the multi-host tests' network namespaces)
 #   node        the npm consul package, a client smmf did not write, to check the Consul emulator with
 
 PYTHON ?= python3
@@ -99,6 +100,7 @@ packages:
 	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
 	command -v kubectl >/dev/null 2>&1 || missing="$$missing kubernetes-client"; \
 	command -v systemd-analyze >/dev/null 2>&1 || missing="$$missing systemd"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 		echo "installing$$missing with apt-get"; \

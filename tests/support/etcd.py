@@ -40,8 +40,13 @@ class EtcdMember:
         initial_cluster: str,
         pki: Pki | None = None,
         extra: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.name = name
+        #: The address it listens on, and the command it runs inside (a test host's `ip netns exec`).
+        self.host = host
+        self.prefix = prefix
         self.pki = pki
         self.extra = extra
         self.data_dir = data_dir
@@ -53,14 +58,14 @@ class EtcdMember:
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"{self.host}:{self.client_port}"
 
     def start(self, cluster_state: str = "new") -> None:
         binary = shutil.which("etcd")
         if binary is None:
             raise RuntimeError("the etcd binary is missing: install the etcd-server package (make test does)")
         client_url = f"{'https' if self.pki else 'http'}://{self.endpoint}"
-        peer_url = f"http://127.0.0.1:{self.peer_port}"
+        peer_url = f"http://{self.host}:{self.peer_port}"
         args = [
             binary,
             "--name", self.name,
@@ -84,7 +89,7 @@ class EtcdMember:
             ]  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
-        self.proc = subprocess.Popen(dying_with_parent(args), stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(dying_with_parent([*self.prefix, *args]), stdout=log, stderr=subprocess.STDOUT)
         log.close()
 
     def wait_ready(self, timeout: float = 20.0) -> None:
@@ -125,12 +130,14 @@ class EtcdCluster:
         client_ports: list[int] | None = None,
         pki: Pki | None = None,
         extra: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
+        prefix: tuple[str, ...] = (),
     ) -> None:
         clients = client_ports or [free_port() for _ in range(size)]
         ports = [(client, free_port()) for client in clients]
-        initial = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
+        initial = ",".join(f"m{i}=http://{host}:{peer}" for i, (_, peer) in enumerate(ports))
         self.members = [
-            EtcdMember(f"m{i}", base_dir / f"m{i}", client, peer, initial, pki, extra)
+            EtcdMember(f"m{i}", base_dir / f"m{i}", client, peer, initial, pki, extra, host, prefix)
             for i, (client, peer) in enumerate(ports)
         ]
 

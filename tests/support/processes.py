@@ -144,11 +144,14 @@ class SmmfProcess:
         python: str = sys.executable,
         env: dict[str, str] | None = None,
         cpus: str | None = None,
+        prefix: list[str] | None = None,
     ):
         self.args = args
         #: Pinned to these CPUs (taskset's list syntax) when given and taskset exists: benchmarks keep the
         #: server and the load generator on different cores.
         self.prefix = ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
+        #: Run inside this command (`ip netns exec NS`: a test host of `tests.support.netns`).
+        self.prefix = [*(prefix or []), *self.prefix]
         self.log_path = log_dir / f"smmf-{args[0]}-{time.monotonic_ns()}.log"
         self.python = python
         self.env = {**os.environ, **(env or {})}
