@@ -23,7 +23,7 @@ import tempfile
 
 import aiohttp
 
-from bench.paired import compare
+from bench.paired import compare, parse_rounds
 from bench.report import save, table
 from bench.worker import pinned, worker
 from smmf.client import ModelClient
@@ -79,12 +79,5 @@ async def main(args: argparse.Namespace) -> None:
     save("client_overhead", body)
 
 
-def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--seconds", type=float, default=1.0, help="per mode and round")
-    return parser.parse_args()
-
-
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    asyncio.run(main(parse_rounds(__doc__)))

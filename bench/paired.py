@@ -8,6 +8,7 @@ numbers taken at different times.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import time
@@ -16,7 +17,7 @@ from typing import Any
 
 from bench.callers import pct
 
-__all__ = ["compare", "run_loop"]
+__all__ = ["compare", "parse_rounds", "run_loop"]
 
 Call = Callable[[], Awaitable[None]]
 
@@ -71,3 +72,11 @@ async def compare(modes: dict[str, Call], concurrency: int, rounds: int, seconds
             "throughput_ratio_per_round": [round(r, 3) for r in paired],
         }
     return summary
+
+
+def parse_rounds(doc: str | None) -> argparse.Namespace:
+    """The command line every paired benchmark takes: how many rounds, and seconds per mode in each."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--seconds", type=float, default=1.0, help="per mode and round")
+    return parser.parse_args()

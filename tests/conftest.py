@@ -20,6 +20,7 @@ from tests.support.consul import ConsulEmulator
 from tests.support.etcd import EtcdCluster
 from tests.support.nacos import NacosEmulator
 from tests.support.processes import SmmfProcess, leftovers, mark_run, reap
+from tests.support.upstream_app import Upstream
 
 mark_run()
 
@@ -126,6 +127,16 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def registry(registry_url: str) -> AsyncIterator[Registry]:
     async with open_registry(registry_url) as reg:
         yield reg
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    """A small third-party API (`tests.support.upstream_app`) on a free loopback port, for this test."""
+    server = await Upstream().start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -44,15 +44,6 @@ def fleet(shared_url: str, tmp_path: Path) -> Iterator[Fleet]:
 @pytest.fixture
 def gateway(start_smmf: Callable[..., SmmfProcess], shared_url: str, fleet: Fleet) -> RunningGateway:
     return start_gateway(start_smmf, shared_url)
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    server = await Upstream().start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def template_body(upstream: Upstream, model: str) -> dict[str, object]:

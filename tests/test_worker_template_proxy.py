@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import openai
 import pytest
@@ -15,15 +15,6 @@ from tests.support.upstream_app import Upstream
 
 StartWorker = Callable[..., SmmfProcess]
 SECRET = "sk-test-not-a-real-key-31337"
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    server = await Upstream().start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def sdk(worker: SmmfProcess) -> openai.AsyncOpenAI:
