@@ -292,3 +292,17 @@ async def test_a_record_deleted_under_its_live_lease_is_written_again(registry: 
     finally:
         keepalive.cancel()
         await lease.revoke()
+
+
+async def test_a_lost_lease_found_by_two_writers_at_once_is_registered_again_once(registry: Registry) -> None:
+    """CI of stop 24: after a 30 s registry outage a sidecar's keepalive and its load update both found the
+    lease gone and both registered again; the second found the first's record, took it for another holder's,
+    and the sidecar stopped its worker."""
+    rec = record()
+    lease = await registry.register(rec, TTL * 5, exclusive=True)
+    assert lease.lease_id is not None
+    await registry.store.revoke(lease.lease_id)  # the lease expired while the registry was away
+    await asyncio.gather(lease.update(rec), lease.update(rec.model_copy(update={"weight": 2.0})))
+    held = await registry.get(rec.model, rec.id)
+    assert held is not None and lease.reacquired == 1
+    await lease.revoke()

@@ -93,18 +93,36 @@ class Lease:
     async def acquire(self) -> None:
         """Grant a fresh lease and write the record under it (for an exclusive lease, only if none is there)."""
         async with self._writing:
-            lease_id = None if self.ttl is None else await self._store.grant(self.ttl)
-            write = self._store.create if self.exclusive else self._store.put
-            data = self._stamped()
-            try:
-                await write(self.key, data, lease_id)
-            except AlreadyRegistered:
-                # A driver that retried a create whose answer was lost finds its own write: that is a success.
-                if await self._store.get(self.key) != data:
-                    if lease_id is not None:
-                        await self._store.revoke(lease_id)
-                    raise
-            self._lease_id = lease_id
+            await self._acquire()
+
+    async def _acquire(self) -> None:
+        lease_id = None if self.ttl is None else await self._store.grant(self.ttl)
+        write = self._store.create if self.exclusive else self._store.put
+        data = self._stamped()
+        try:
+            await write(self.key, data, lease_id)
+        except AlreadyRegistered:
+            # A driver that retried a create whose answer was lost finds its own write: that is a success.
+            if await self._store.get(self.key) != data:
+                if lease_id is not None:
+                    await self._store.revoke(lease_id)
+                raise
+        self._lease_id = lease_id
+
+    async def _reacquire(self, lost: int | None, why: str) -> None:
+        """Register again in place of the lease `lost`, unless another writer already has.
+
+        The keepalive and an update can find the same lease gone at once;
+        the second to get here must not register again, or it would find
+        the first one's record and take it for another holder's.
+        """
+        async with self._writing:
+            if self._lease_id != lost or self.revoked:
+                return
+            log.warning("lease for %s lost%s; registering again", self.key, why)
+            await self._acquire()
+        self.reacquired += 1
+        log.info("registered %s again", self.key)
 
     async def keepalive(self) -> None:
         """Run until `revoke()`: refresh, and register again whenever the lease is lost.
@@ -118,14 +136,13 @@ class Lease:
         interval = self.ttl / 3 if self.check is None else min(self.ttl / 3, self.check)
         backoff = Backoff(base=0.1, cap=min(1.0, interval))
         outage = Outage(log, f"keepalive of {self.key} at {self._store.address}", "retrying")
+        lost: int | None = None  # a lease a write found gone, registered again on the next round
         while not self.revoked:
+            lease_id = self._lease_id
             try:
-                alive = self._lease_id is not None and await self._store.refresh(self._lease_id)
-                if not alive and not self.revoked:
-                    log.warning("lease for %s lost; registering again", self.key)
-                    await self.acquire()
-                    self.reacquired += 1
-                    log.info("registered %s again", self.key)
+                if lease_id is None or lease_id == lost or not await self._store.refresh(lease_id):
+                    await self._reacquire(lease_id, "")
+                    lost = None
                 elif await self._store.get(self.key) is None and not self.revoked:
                     log.warning("the record %s was deleted under its live lease; writing it again", self.key)
                     await self._write(restore=True)
@@ -136,7 +153,7 @@ class Lease:
                 backoff.reset()
                 delay = interval
             except LeaseNotFound:
-                self._lease_id = None
+                lost = lease_id
                 delay = backoff.next_delay()
             except RegistryUnavailable as exc:
                 outage.failed(exc.reason)
@@ -155,12 +172,11 @@ class Lease:
         if (record.model, record.id) != (self._record.model, self._record.id):
             raise UsageError("update() keeps the record's model and id; register a new record instead")
         self._record = record
+        lease_id = self._lease_id
         try:
             await self._write()
         except LeaseNotFound:
-            log.warning("lease for %s lost during update; registering again", self.key)
-            await self.acquire()
-            self.reacquired += 1
+            await self._reacquire(lease_id, " during update")
 
     async def revoke(self) -> None:
         """Delete the record now and stop `keepalive()`.
