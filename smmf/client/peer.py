@@ -24,6 +24,10 @@ EJECT_BASE = 2.0
 EJECT_CAP = 60.0
 #: Decay time of the latency EWMAs.
 EWMA_TAU = 10.0
+#: Time constant of the usual load of others on an instance (`Peer.usual`), in seconds of reports.
+USUAL_TAU = 10.0
+#: The most one figure moves it: one burst heard after a long silence is not what is usual.
+USUAL_STEP = 0.2
 #: Changes of the local in-flight count remembered, to tell which of a published load were this client's.
 HISTORY = 256
 
@@ -63,6 +67,9 @@ class Peer:
         self.own_in_published = 0
         #: (others' in-flight and queued requests, wall-clock time) from the last load report on a response.
         self.reported: tuple[int, float] | None = None
+        #: The load others usually put here (a time-weighted mean of what reports and records said), and as of when.
+        self.usual = 0.0
+        self._usual_at: float | None = None
         #: (when, in-flight before) of recent changes of `inflight`.
         self._changes: deque[tuple[float, int]] = deque(maxlen=HISTORY)
         #: Peak-sensitive latency EWMA, for `peak_ewma`: one slow answer is noticed at once.
@@ -117,9 +124,12 @@ class Peer:
         agree to well within a request's duration (NTP does); a figure
         stamped later than this host's now counts what is in flight now.
         """
-        if record.load != self.record.load:
+        changed = record.load != self.record.load
+        if changed:
             self.own_in_published = self.inflight_at(record.load.updated_at)
         self.record = record
+        if changed:
+            self._observe(self.published_others, record.load.updated_at)
 
     def report(self, inflight: int, queued: int, at: float | None = None) -> None:
         """A load report that came on a response: the instance's work at `at` (now), less the request it answers.
@@ -128,8 +138,20 @@ class Peer:
         here, less the one being answered, whose ticket is still open.  They
         are taken out, as from a published load, so only others' work remains.
         """
-        others = inflight + queued - max(0, self.inflight - 1)
-        self.reported = (max(0, others), time.time() if at is None else at)
+        others = max(0, inflight + queued - max(0, self.inflight - 1))
+        self.reported = (others, time.time() if at is None else at)
+        self._observe(others, self.reported[1])
+
+    def _observe(self, others: int, at: float) -> None:
+        """Fold one figure of others' load, counted at wall-clock time `at`, into `usual`; older figures are ignored."""
+        if self._usual_at is None:
+            self.usual = float(others)
+        elif at > self._usual_at:
+            share = min(USUAL_STEP, 1 - math.exp(-(at - self._usual_at) / USUAL_TAU))
+            self.usual += (others - self.usual) * share
+        else:
+            return
+        self._usual_at = at
 
     @property
     def load(self) -> float:
@@ -166,10 +188,17 @@ class Peer:
         finish `weight` requests per mean latency seen here (an
         underestimate of its pace, since the latency includes queueing).
         Until that latency is known the figure is taken whole.
+
+        Only the load above what others usually put here drains, and only
+        down to that (`usual`): a pace learnt from this client's own
+        requests says nothing of others' longer ones.  Drained to nothing,
+        six long generations there looked gone a few short requests after
+        each report, and `least_loaded` sent a third of its requests into them.
         """
         if self.mean_latency <= 0:
             return float(others)
-        return max(0.0, others - max(0.0, time.time() - at) * self.record.weight / self.mean_latency)
+        floor = min(float(others), self.usual)
+        return max(floor, others - max(0.0, time.time() - at) * self.record.weight / self.mean_latency)
 
     @property
     def wait(self) -> float:
