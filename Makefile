@@ -46,8 +46,11 @@ check: venv
 demo: venv
 	$(PY) examples/demo.py
 
+# Test files run in TEST_PROCESSES pytest processes at once (pytest-xdist), each file whole in one
+# of them: most of the suite waits on leases, timeouts and outages rather than on the CPU.
+TEST_PROCESSES ?= 4
 test-main: packages venv node
-	$(PY) -m pytest -q -p no:cacheprovider -m "not vllm"
+	$(PY) -m pytest -q -p no:cacheprovider -m "not vllm" -n $(TEST_PROCESSES) --dist loadfile
 
 test-vllm: venv-vllm
 	$(VPY) -m pytest -q -p no:cacheprovider -m vllm tests/test_worker_vllm.py tests/test_sidecar_vllm.py

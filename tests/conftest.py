@@ -169,15 +169,37 @@ def start_worker(start_smmf: Callable[..., SmmfProcess]) -> Callable[..., SmmfPr
     return start
 
 
+#: What xdist workers reported left behind (their `workeroutput`), for the controller to report.
+_LEFT_IN_WORKERS: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    _LEFT_IN_WORKERS.extend(getattr(node, "workeroutput", {}).get("leftovers", []))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Stop every process of this run that is still alive, and fail the run if there was any."""
-    left = leftovers()
-    if not left:
+    """Stop every process of this run that is still alive, and fail the run if there was any.
+
+    Under pytest-xdist each worker reaps its own and hands the list to the
+    controller, which runs no tests (the processes with its marker are the
+    workers) and reports them.
+    """
+    config = session.config
+    if config.pluginmanager.has_plugin("dsession"):
+        lines = _LEFT_IN_WORKERS
+    else:
+        left = leftovers()
+        if not left:
+            return
+        reap(list(left))
+        lines = [f"ERROR: {len(left)} process(es) started by the tests were still running at the end; stopped now:"]
+        lines += [f"  pid {pid}: {command[:200]}" for pid, command in sorted(left.items())]
+        if hasattr(config, "workeroutput"):
+            config.workeroutput["leftovers"] = lines
+    if not lines:
         return
-    reap(list(left))
-    lines = [f"ERROR: {len(left)} process(es) started by the tests were still running at the end; stopped now:"]
-    lines += [f"  pid {pid}: {command[:200]}" for pid, command in sorted(left.items())]
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
         print("\n".join(lines))
     else:

@@ -32,7 +32,14 @@ RUN_MARKER = "SMMF_TEST_RUN"
 
 
 def mark_run() -> str:
-    """Mark this process's environment, so every process started from now on inherits the run's marker."""
+    """Mark this process's environment, so every process started from now on inherits the run's marker.
+
+    A pytest-xdist worker inherits its controller's marker and takes its own,
+    so its reaper never stops another worker's processes (each worker's own
+    `/proc/PID/environ` keeps the controller's marker; its children get the new one).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ[RUN_MARKER] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     return os.environ.setdefault(RUN_MARKER, f"{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
