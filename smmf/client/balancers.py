@@ -70,7 +70,15 @@ class SmoothRoundRobin:
 
 
 class _PowerOfTwo:
-    """Pick two distinct candidates at random and keep the cheaper; `tie` settles equal costs."""
+    """Pick two distinct candidates at random, in proportion to weight, and keep the cheaper; `tie` settles equal costs.
+
+    Drawn uniformly, an instance with half the fleet's weight is in only
+    half of the pairs when there are four, and the other half must go to
+    the small ones however full they are: in the balance benchmark's
+    weights setting (1, 1, 2, 4) that doubled p99 against an oracle
+    (`bench/README.md`).  Drawn by weight, each is offered in proportion to
+    what it can take; with equal weights nothing changes.
+    """
 
     def __init__(self, rng: random.Random | None = None) -> None:
         self.rng = rng or random.Random()
@@ -81,10 +89,18 @@ class _PowerOfTwo:
     def tie(self, a: Peer, b: Peer) -> Peer:
         return a if self.rng.random() < 0.5 else b
 
+    def pair(self, candidates: Sequence[Peer]) -> tuple[Peer, Peer]:
+        """Two distinct candidates, each draw in proportion to weight among those not yet drawn."""
+        weights = [c.record.weight for c in candidates]
+        first = self.rng.choices(range(len(candidates)), weights=weights)[0]
+        weights[first] = 0  # weights are positive (`Instance.weight`), so some other remains
+        second = self.rng.choices(range(len(candidates)), weights=weights)[0]
+        return candidates[first], candidates[second]
+
     def pick(self, candidates: Sequence[Peer], request: Request) -> Peer:
         if len(candidates) == 1:
             return candidates[0]
-        a, b = self.rng.sample(candidates, 2)
+        a, b = self.pair(candidates)
         cost_a, cost_b = self.cost(a), self.cost(b)
         if cost_a == cost_b:
             return self.tie(a, b)

@@ -58,6 +58,18 @@ def test_least_loaded_takes_the_lower_in_flight_per_weight() -> None:
     assert {LeastLoaded(random.Random(1)).pick([light, heavy], request()).id for _ in range(20)} == {heavy.id}
 
 
+@pytest.mark.parametrize("balancer", [LeastLoaded, PeakEwma])
+def test_the_two_choices_are_drawn_by_weight(balancer: type[LeastLoaded] | type[PeakEwma]) -> None:
+    """The cheapest instance wins every pair it is in; drawn by weight it is in 81% of them, drawn uniformly 50%."""
+    candidates = peers(1, 1, 2, 4)
+    for peer in candidates:
+        peer.mean_latency = peer.ewma = 0.05  # idle: the cost falls with weight, so the weight-4 one is cheapest
+    pick = balancer(random.Random(5)).pick
+    counts = Counter(pick(candidates, request()).id for _ in range(4000))
+    # in a pair: 4/8 first, or second after a 1 (2 x 1/8 x 4/7) or the 2 (2/8 x 4/6): 0.810; sd of the share 0.006
+    assert abs(counts[candidates[3].id] / 4000 - 0.810) < 0.03
+
+
 def test_peak_ewma_avoids_the_slow_instance() -> None:
     fast, slow = peers(1, 1)
     fast.succeeded(0.01)
