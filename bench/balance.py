@@ -53,14 +53,31 @@ TOKENS = 10
 
 
 class ShortestQueue:
-    """The oracle: the instance with the fewest requests actually in flight; ties at random."""
+    """The oracle: the instance with the fewest requests actually in flight per slot; ties at random.
+
+    Per slot (weight, which is the slot count in both settings): counted
+    whole, a one-slot instance with one request in flight lost to a
+    four-slot one with two, and the oracle queued behind it while round
+    robin did not, at half the oracle's p99.
+    """
 
     def __init__(self) -> None:
         self.rng = random.Random(7)
 
     def pick(self, candidates: Sequence[Peer], request: Request) -> Peer:
-        least = min(c.inflight for c in candidates)
-        return self.rng.choice([c for c in candidates if c.inflight == least])
+        def per_slot(peer: Peer) -> float:
+            return (peer.inflight + 1) / peer.record.weight
+
+        least = min(per_slot(c) for c in candidates)
+        return self.rng.choice([c for c in candidates if per_slot(c) == least])
+
+
+class UniformPairs(LeastLoaded):
+    """`least_loaded` as it drew its two candidates before weights: uniformly, for comparison in the same run."""
+
+    def pair(self, candidates: Sequence[Peer]) -> tuple[Peer, Peer]:
+        a, b = self.rng.sample(candidates, 2)
+        return a, b
 
 
 class PublishedOnly(LeastLoaded):
@@ -74,6 +91,7 @@ class PublishedOnly(LeastLoaded):
 def register_bench_policies() -> None:
     register_policy("oracle", ShortestQueue)
     register_policy("least_loaded_published", PublishedOnly)
+    register_policy("least_loaded_uniform", UniformPairs)
 
 
 async def send_arrivals(client: ModelClient, model: str, run: dict) -> dict:
