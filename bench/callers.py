@@ -46,8 +46,15 @@ def arrivals(rate: float, seconds: float, seed: int, warmup: float = WARMUP) -> 
     return offsets
 
 
-def latency_row(callers: int, policy: str, runs: list[dict[str, Any]], series: str, label: str = "") -> dict[str, Any]:
-    """What every table of these benchmarks starts with: who, how many, errors, and `series`'s p50 and p99 in ms.
+def latency_row(
+    callers: int,
+    policy: str,
+    runs: list[dict[str, Any]],
+    series: str,
+    label: str = "",
+    quantiles: tuple[int, ...] = (50, 99),
+) -> dict[str, Any]:
+    """What every table of these benchmarks starts with: who, how many, errors, and `series`'s `quantiles` in ms.
 
     The rounds are pooled: a p99 from a few thousand samples, not a few hundred.
     """
@@ -57,8 +64,7 @@ def latency_row(callers: int, policy: str, runs: list[dict[str, Any]], series: s
         "policy": policy,
         "requests": len(values),
         "errors": sum(run["errors"] for run in runs),
-        f"{label}p50_ms": round(pct(values, 50) * 1000, 1) if values else None,
-        f"{label}p99_ms": round(pct(values, 99) * 1000, 1) if values else None,
+        **{f"{label}p{q}_ms": round(pct(values, q) * 1000, 1) if values else None for q in quantiles},
     }
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.callers import Callers, arrivals, idle, latency_row, pct, run_main
+from bench.callers import Callers, arrivals, idle, latency_row, run_main
 from bench.report import save, table
 from smmf.client import ModelClient, Request, Stream
 from smmf.client.balancers import Affinity, register_policy
@@ -193,7 +193,7 @@ def summary(
     callers: int, policy: str, runs: list[dict[str, Any]], instances: int, missed_s: float | None = MISSED_S
 ) -> dict[str, Any]:
     """A row of the table; `missed` only where a miss has a known cost (`missed_s`; the sim's, not vLLM's)."""
-    row = latency_row(callers, policy, runs, "ttfts", "ttft_")
+    row = latency_row(callers, policy, runs, "ttfts", "ttft_", (50, 90, 99))
     ttfts = [t for run in runs for t in run["ttfts"]]
     shares = Counter(i for run in runs for i in run["instances"])
     queries = sum(run["queries"] for run in runs)
@@ -201,7 +201,6 @@ def summary(
     mean_share = row["requests"] / instances
     return {
         **row,
-        "ttft_p90_ms": round(pct(ttfts, 90) * 1000, 1) if ttfts else None,
         "missed": round(sum(t > missed_s for t in ttfts) / max(1, len(ttfts)), 4) if missed_s else None,
         "hit_rate": round(hits / queries, 3) if queries else 0.0,
         "prefill_tokens": int(queries - hits),

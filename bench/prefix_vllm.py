@@ -10,9 +10,9 @@ that, as in the simulated setting, each instance holds only part of the
 tenants' prefixes.
 
 Each engine runs in float32 on a core of its own: these CPUs have no
-AVX-512 BF16, and in bfloat16 a new 621-token prompt took 14.7 s on
-one core (2.7 s with 512 of its tokens cached); in float32, 2.6 s (0.95 s).  The
-rate leaves the engines mostly idle, so the times are prefill, not queue.
+AVX-512 BF16, and in bfloat16 a new 621-token prompt took 14.7 s on one
+core (2.7 s with 512 of its tokens cached); in float32, 2.6 s (0.95 s).
+The rate leaves the engines mostly idle, so the times are prefill, not queue.
 
 Run in the vLLM environment: `.venv-vllm/bin/python -m bench.prefix_vllm`.
 Starts the engines (minutes each on CPU), writes bench/results/prefix_vllm.json.
@@ -78,7 +78,15 @@ async def main() -> None:
                 process.start(expect_url=False)
             await registered(url, INSTANCES, 900)
             rows = await measure(
-                url, MODEL, ports, args, UpstreamType.VLLM, TENANTS, None, system_words=SYSTEM_WORDS, api="completions"
+                url,
+                MODEL,
+                ports,
+                args,
+                UpstreamType.VLLM,
+                TENANTS,
+                missed_s=None,
+                system_words=SYSTEM_WORDS,
+                api="completions",
             )
         finally:
             for process in engines:
