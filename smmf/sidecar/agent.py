@@ -37,6 +37,7 @@ from ..errors import AlreadyRegistered, ConfigurationError, RegistryUnavailable
 from ..instance import Instance, Kind, Load, State, instance_id
 from ..outage import Outage
 from ..registry import Lease, open_registry
+from ..tasks import cancel_and_wait
 from .child import Child
 from .probe import BACKEND, HealthCheck, LoadSample, Probe, UpstreamType
 from .status import StatusServer
@@ -521,8 +522,8 @@ class Sidecar:
             await self._drain("shutting down")
             await self._deregister()
         finally:
-            for task in reporters:
-                task.cancel()
+            for task in reporters:  # stopped before the registry closes under the admin watch
+                await cancel_and_wait(task)
             if self.child is not None:
                 await self.child.stop()
             if status is not None:

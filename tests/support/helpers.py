@@ -6,13 +6,14 @@ import asyncio
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from smmf.instance import Instance
 from smmf.registry import Delete, Lease, Put, Registry, Snapshot, WatchEvent, open_registry
 from smmf.registry.keys import key_id
+from smmf.tasks import cancel_and_wait
 
 T = TypeVar("T")
 
@@ -81,9 +82,8 @@ class Mirror:
         return self._task.exception() if self._task.done() and not self._task.cancelled() else None
 
     async def close(self) -> None:
-        self._task.cancel()
-        with suppress(asyncio.CancelledError):
-            await self._task
+        """Stop the task for certain: aetcd creates a watch inside `wait_for`, which can swallow one cancel on 3.11."""
+        await cancel_and_wait(self._task)
         await self._watch.aclose()  # type: ignore[attr-defined]
 
 
