@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import random
 import tempfile
 import time
@@ -114,13 +115,12 @@ class PerfectKnowledge:
 
 
 def unbounded() -> Affinity:
-    """`affinity` with no load bound (a diagnostic): every prefix on its first instance in rank, however popular.
+    """The ring alone (a diagnostic): every prefix on its first instance in rank, however popular; no bound, no spread.
 
-    It measures what the bound costs: the misses of requests spilled to a
-    key's next instance, against the share the most popular tenant's
-    instance then takes.
+    It measures what placement and the bounds cost and give: misses, against
+    the share the most popular tenant's instance then takes.
     """
-    return Affinity(epsilon=1e6)
+    return Affinity(epsilon=1e6, spread=math.inf)
 
 
 def register_bench_policies() -> None:

@@ -8,19 +8,21 @@ per model.  A policy derives whatever it needs from the request itself (the
 
 from __future__ import annotations
 
-import hashlib
-import math
 import random
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from ..errors import UsageError
 from .peer import Peer
+from .placement import PLACED_KEYS, SPREAD, KeyShares, Placement, place, ranked
 from .request import Request
 
 __all__ = [
     "AFFINITY_PREFIX",
     "BALANCE_FACTOR",
+    "LEAST_PICKS",
+    "LOAD_SLACK",
+    "PLACE_EVERY",
     "SHARE_WINDOW",
     "Affinity",
     "Balancer",
@@ -147,68 +149,81 @@ def affinity_key(request: Request) -> str | None:
     return text[:AFFINITY_PREFIX] or None
 
 
-#: How far above the mean (per unit of weight) `affinity` lets an instance's share go before it passes requests on.
+#: How far above the mean (per unit of weight) `affinity` lets an instance's share, keys and load go.
 BALANCE_FACTOR = 0.25
-#: How many of its recent picks `affinity` counts an instance's share over (a decaying count).
-SHARE_WINDOW = 100
+#: How many of its recent picks `affinity` counts shares over (a decaying count).
+SHARE_WINDOW = 300
+#: Requests in flight beyond (1 + BALANCE_FACTOR) times the mean that `affinity` lets an instance have.
+LOAD_SLACK = 2
+#: Picks between two placements of the keys (one is made at once when the candidates change).
+PLACE_EVERY = 100
+#: Shares are taken over at least this many picks: a caller's first picks make no key popular and no instance full.
+LEAST_PICKS = 100
 
 
 class Affinity:
     """Consistent hashing with bounded loads over a session key or prompt prefix, so caches stay warm.
 
-    Every caller ranks the instances for a key the same way (rendezvous,
-    or highest-random-weight, hashing: weighted, and only a removed
-    instance's keys move), so requests sharing a prompt prefix meet on one
-    instance and find it in its prefix cache, with no state shared between
-    callers.  Hashing alone would pile a popular prefix onto one instance;
-    the bound (Mirrokni, Thorup and Zadimoghaddam's consistent hashing with
-    bounded loads) lets an instance take a request only while it stays
-    below (1 + `epsilon`) times the mean, this request counted.
-    A full instance passes the request to the key's next instance in rank,
-    not to a random one, so an overflowing prefix warms one second cache
-    rather than all of them.
+    Every caller places the keys it sees the same way (`placement.py`:
+    weighted rendezvous hashing, each instance holding at most (1 +
+    `epsilon`) times the mean number of keys and share of requests, a
+    popular key on as many instances as its share needs), so requests
+    sharing a prompt prefix meet where it is cached, with no state shared
+    between callers.  A request goes to the key's instance with the least
+    share of this caller's recent picks that can take it within the bound:
+    below (1 + `epsilon`) times the mean share, this request counted, and
+    at most `load_slack` requests above (1 + `epsilon`) times the mean load
+    (`Peer.load`), so a stuck or slow one is not fed its share regardless.
+    When none of the key's instances can, the request goes to the key's
+    next instance in rank, not to a random one, so an overflowing prefix
+    warms one more cache rather than all of them.
 
     What is bounded is this caller's share of recent requests: its last
     `window` picks, in a decaying count.  In-flight counts would bound
     nothing at the loads where caching matters most: requests served from
     cache are short, most instances are idle at any instant, and an idle
     instance always has room.  Every caller bounds its own shares, so the
-    shares of all callers together are bounded too.  An instance whose load
-    (`Peer.load`) is more than one request above (1 + `epsilon`) times the
-    mean is passed over as well, so a stuck or slow one is not fed its
-    share regardless.  Some instance always has room for the share (if
-    every share were at its bound, the shares would sum to more than their
-    total); when none also has room for the load, `fallback` picks.
-    Requests with no key go to `fallback` too.
+    shares of all callers together are bounded too.  Over 100 picks, an
+    instance with a quarter of them crossed a 1.25x bound by chance 7% of
+    the time (sd 4.3 against 25), and each crossing sent a request to an
+    instance without its prefix; over 300, 0.6%.  The load's slack is two
+    requests, not one: one instance with two requests in flight while the
+    others are idle is ordinary at these loads, and in the prefix
+    benchmark's model (`bench/prefix_model.py`) a slack of one passed over
+    the key's instances often enough to miss the cache on 1% of requests.
+    Some instance always has room for the share (if every share were at its
+    bound, the shares would sum to more than their total); when none also
+    has room for the load, `fallback` picks.  Requests with no key go to
+    `fallback` too.
     """
 
     def __init__(
-        self, epsilon: float = BALANCE_FACTOR, window: int = SHARE_WINDOW, fallback: Balancer | None = None
+        self,
+        epsilon: float = BALANCE_FACTOR,
+        window: int = SHARE_WINDOW,
+        fallback: Balancer | None = None,
+        spread: float = SPREAD,
+        load_slack: float = LOAD_SLACK,
     ) -> None:
         self.epsilon = epsilon
+        self.spread = spread
+        self.load_slack = load_slack
         self.keep = 1 - 1 / window
         self.fallback = fallback or LeastLoaded()
         #: Instance id -> this caller's recent picks of it, decayed by `keep` at every pick.
         self.recent: dict[str, float] = {}
-
-    @staticmethod
-    def _score(key: str, peer: Peer) -> float:
-        digest = hashlib.blake2b(f"{key}\0{peer.id}".encode(), digest_size=8).digest()
-        unit = (int.from_bytes(digest, "big") + 1) / 2**64
-        return -peer.record.weight / math.log(unit)
-
-    def ranked(self, candidates: Sequence[Peer], key: str) -> list[Peer]:
-        """The candidates in the order `key` tries them: the same order in every caller."""
-        return sorted(candidates, key=lambda c: self._score(key, c), reverse=True)
+        self.keys = KeyShares(self.keep, least=LEAST_PICKS)
+        self.placement: Placement | None = None
+        self._since_placed = 0
 
     def within_bound(self, candidates: Sequence[Peer]) -> list[Peer]:
         """The candidates that can take one more request within (1 + epsilon) times the mean share and load."""
         weight = sum(c.record.weight for c in candidates)
         shares = [self.recent.get(c.id, 0.0) for c in candidates]
         loads = [c.load for c in candidates]  # each a clock read and some arithmetic: once per candidate
-        share_per_weight = (1 + self.epsilon) * (sum(shares) + 1) / weight
+        share_per_weight = (1 + self.epsilon) * max(LEAST_PICKS, sum(shares) + 1) / weight
         work = sum(load * c.record.weight for c, load in zip(candidates, loads, strict=True))  # in requests
-        most_load = (1 + self.epsilon) * work / weight + 1
+        most_load = (1 + self.epsilon) * work / weight + self.load_slack
         return [
             c
             for c, share, load in zip(candidates, shares, loads, strict=True)
@@ -224,14 +239,33 @@ class Affinity:
                 self.recent[id_] = picks * self.keep
         self.recent[peer.id] = self.recent.get(peer.id, 0.0) + 1
 
+    def placed(self, candidates: Sequence[Peer]) -> Placement:
+        """The current placement, made again every `PLACE_EVERY` picks and whenever the candidates change."""
+        self._since_placed += 1
+        placement = self.placement
+        if (
+            placement is None
+            or self._since_placed >= PLACE_EVERY
+            or len(placement.members) != len(candidates)
+            or any(c.id not in placement.members for c in candidates)
+        ):
+            placement = self.placement = place(self.keys.hottest(PLACED_KEYS), candidates, self.epsilon, self.spread)
+            self._since_placed = 0
+        return placement
+
     def pick(self, candidates: Sequence[Peer], request: Request) -> Peer:
         key = affinity_key(request)
         if key is None:
             return self.fallback.pick(candidates, request)
+        self.keys.seen(key)
+        places = self.placed(candidates).of(key, candidates)
         room = {c.id for c in self.within_bound(candidates)}
-        chosen = next((c for c in self.ranked(candidates, key) if c.id in room), None)
-        if chosen is None:
-            chosen = self.fallback.pick(candidates, request)
+        inside = [c for c in places if c.id in room]
+        if inside:
+            chosen = min(inside, key=lambda c: self.recent.get(c.id, 0.0) / c.record.weight)
+        else:
+            overflow = next((c for c in ranked(candidates, key) if c.id in room), None)
+            chosen = overflow or self.fallback.pick(candidates, request)
         self.count(chosen)
         return chosen
 

@@ -1,0 +1,145 @@
+"""Where the `affinity` policy keeps each key: a placement every caller works out alone, and all alike.
+
+Prefix caching pays only where a prefix is found, so what matters is how
+many prefixes each instance must hold and how often each is asked for.
+Rendezvous hashing alone spreads keys by chance: with 16 prefixes over 4
+instances, some instance often gets 8 or more, and a cache sized for a
+quarter of them and some spare thrashes.  Consistent hashing with bounded
+loads (Mirrokni, Thorup and Zadimoghaddam) fixes that by capping each
+instance's keys at (1 + epsilon) times the mean; but assigned as keys
+arrive, the result depends on their order, and independent callers see
+different orders.  Here the placement is a function of the key set alone:
+the (key, instance) pairs are taken in order of their rendezvous score,
+each instance taking keys while it is below its caps.  Callers that see
+the same popular keys arrive at the same placement, with nothing shared.
+
+Two more caps make the placement balance load as well as cache space: a
+key with more than `spread` of a mean instance's share of the requests
+is placed on as many instances as that takes, and each instance takes keys
+only while their expected share (each key's share over its instances)
+stays within (1 + epsilon) times the mean.  Only the `PLACED_KEYS` most
+popular keys are placed this way; any other key goes to the first instance
+in its rank with room for another key, which, among many rare keys, is what
+chance spreads evenly anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .peer import Peer
+
+__all__ = ["PLACED_KEYS", "SPREAD", "KeyShares", "Placement", "place", "rendezvous"]
+
+#: The share of a mean instance's requests above which a key is placed on more than one instance.
+SPREAD = 0.5
+#: How many of the most popular keys a placement places; any other key goes by rank and room.
+PLACED_KEYS = 256
+#: A key's decayed count below which it is forgotten (about 4.6 windows of picks without it).
+FORGOTTEN = 0.01
+
+
+def rendezvous(key: str, peer: Peer) -> float:
+    """`peer`'s weighted rendezvous (highest-random-weight) score for `key`: the same in every caller."""
+    digest = hashlib.blake2b(f"{key}\0{peer.id}".encode(), digest_size=8).digest()
+    unit = (int.from_bytes(digest, "big") + 1) / 2**64
+    return -peer.record.weight / math.log(unit)
+
+
+def ranked(candidates: Sequence[Peer], key: str) -> list[Peer]:
+    """The candidates in the order `key` tries them."""
+    return sorted(candidates, key=lambda c: rendezvous(key, c), reverse=True)
+
+
+class KeyShares:
+    """Each key's share of this caller's recent picks, over a window of picks decayed by `keep` at each.
+
+    Shares are taken over at least `least` picks, so a caller's first few
+    picks make no key popular (its first key would otherwise have a share
+    of 1 and be spread over every instance).  Counts decay lazily (when
+    read), so a pick costs the same however many keys are known; forgotten
+    keys are dropped when `hottest` is asked.
+    """
+
+    def __init__(self, keep: float, least: float = 1.0) -> None:
+        self.keep = keep
+        self.least = least
+        self.picks = 0.0
+        self._tick = 0
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def _count(self, key: str) -> float:
+        count, at = self._counts.get(key, (0.0, self._tick))
+        return count * self.keep ** (self._tick - at)
+
+    def seen(self, key: str) -> None:
+        """Count a pick for `key`."""
+        self._tick += 1
+        self.picks = self.picks * self.keep + 1
+        self._counts[key] = (self._count(key) + 1, self._tick)
+
+    def share(self, key: str) -> float:
+        return self._count(key) / max(self.least, self.picks)
+
+    def hottest(self, most: int) -> dict[str, float]:
+        """The `most` keys with the largest shares, and their shares; keys long unpicked are forgotten."""
+        counts = {key: self._count(key) for key in self._counts}
+        for key in [key for key, count in counts.items() if count < FORGOTTEN]:
+            del self._counts[key], counts[key]
+        total = max(self.least, self.picks)
+        return {key: counts[key] / total for key in heapq.nlargest(most, counts, key=counts.__getitem__)}
+
+
+@dataclass
+class Placement:
+    """Each placed key's instances, best first.
+
+    A key not placed (new since the placement was made, or not among the
+    most popular) goes to its first instance in rank: between placements
+    no cap is applied, since caps worked out from fewer keys than the
+    caller now knows would push keys off their first instance only to
+    bring them back at the next placement, a cache miss each way.
+    """
+
+    members: frozenset[str]
+    places: dict[str, list[Peer]] = field(default_factory=dict)
+
+    def of(self, key: str, candidates: Sequence[Peer]) -> list[Peer]:
+        places = self.places.get(key)
+        if places is None:
+            places = self.places[key] = [max(candidates, key=lambda c: rendezvous(key, c))]
+        return places
+
+
+def place(shares: Mapping[str, float], candidates: Sequence[Peer], epsilon: float, spread: float = SPREAD) -> Placement:
+    """Place `shares`' keys on `candidates`: the same placement for the same keys, whatever order they came in."""
+    count = len(candidates)
+    weight = sum(c.record.weight for c in candidates)
+    wanted = {key: min(count, max(1, math.ceil(share * count / spread))) for key, share in shares.items()}
+    parts = {c.id: c.record.weight / weight for c in candidates}
+    most_keys = {id_: math.ceil((1 + epsilon) * sum(wanted.values()) * part) for id_, part in parts.items()}
+    most_share = {id_: (1 + epsilon) * sum(shares.values()) * part for id_, part in parts.items()}
+    held: Counter[str] = Counter()
+    carried: dict[str, float] = dict.fromkeys(parts, 0.0)
+    places: dict[str, list[Peer]] = {key: [] for key in wanted}
+    pairs = sorted(((rendezvous(key, c), key, c) for key in wanted for c in candidates), key=lambda p: (-p[0], p[1]))
+    for _, key, peer in pairs:
+        part = shares[key] / wanted[key]
+        fits = held[peer.id] < most_keys[peer.id] and carried[peer.id] + part <= most_share[peer.id]
+        if fits and len(places[key]) < wanted[key]:
+            places[key].append(peer)
+            held[peer.id] += 1
+            carried[peer.id] += part
+    for key, chosen in places.items():  # what the share caps left short: the key's best instances with key room
+        for peer in ranked(candidates, key):
+            if len(chosen) >= wanted[key]:
+                break
+            if peer not in chosen and (held[peer.id] < most_keys[peer.id] or not chosen):
+                chosen.append(peer)
+                held[peer.id] += 1
+    return Placement(frozenset(parts), places)
