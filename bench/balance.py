@@ -6,6 +6,10 @@ Four `smmf worker sim` instances behind sidecars.  Two settings:
   them three times slower; all have weight 1, as an operator who does not
   know which machine is slow would register them.
 - `weights`: weights 1, 1, 2 and 4 with as many slots, all of one speed.
+- `weights_long`: the same with requests three times as long (84 ms), so
+  a third of the rate: sixteen caller processes and eight smmf processes
+  on two cores at 200 requests a second wait for a CPU as much as for an
+  instance, and this tells that apart from what the policy does.
 
 Open-loop Poisson arrivals at about 70% of the total capacity go through
 `ModelClient` with each policy in turn.  The arrivals are split evenly
@@ -25,8 +29,8 @@ slowest requests, and the oracle's ranged from 172 to 239 ms between runs.
 The per-round p99s are reported beside the pooled one.
 
 Run: `.venv/bin/python -m bench.balance [--callers 1 4 16] [--setting weights]`.
-Writes bench/results/balance.json (balance_weights.json for the second
-setting) and prints p50 and p99 latency per caller count and policy.
+Writes bench/results/balance.json (balance_<setting>.json for the other
+settings) and prints p50 and p99 latency per caller count and policy.
 """
 
 from __future__ import annotations
@@ -142,6 +146,11 @@ SETTINGS: dict[str, tuple[list[float], list[tuple[str, ...]], float]] = {
         [1, 1, 2, 4],
         [("--slots", str(n), *FAST) for n in (1, 1, 2, 4)],
         8 / FAST_S,
+    ),
+    "weights_long": (
+        [1, 1, 2, 4],
+        [("--slots", str(n), *SLOW) for n in (1, 1, 2, 4)],
+        8 / (3 * FAST_S),
     ),
 }
 

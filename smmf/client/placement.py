@@ -18,9 +18,9 @@ key with more than `spread` of a mean instance's share of the requests
 is placed on as many instances as that takes, and each instance takes keys
 only while their expected share (each key's share over its instances)
 stays within (1 + epsilon) times the mean.  Only the `PLACED_KEYS` most
-popular keys are placed this way; any other key goes to the first instance
-in its rank with room for another key, which, among many rare keys, is what
-chance spreads evenly anyway.
+popular keys are placed this way; any other key goes to its first instance
+in rank, as do keys first seen since the last placement: among many rare
+keys, chance spreads them evenly enough.
 """
 
 from __future__ import annotations
@@ -34,14 +34,16 @@ from dataclasses import dataclass, field
 
 from .peer import Peer
 
-__all__ = ["PLACED_KEYS", "SPREAD", "KeyShares", "Placement", "place", "rendezvous"]
+__all__ = ["PLACED_KEYS", "SPREAD", "KeyShares", "Placement", "place", "ranked", "rendezvous"]
 
 #: The share of a mean instance's requests above which a key is placed on more than one instance.
 SPREAD = 0.5
-#: How many of the most popular keys a placement places; any other key goes by rank and room.
+#: How many of the most popular keys a placement places; any other key goes to its first instance in rank.
 PLACED_KEYS = 256
 #: A key's decayed count below which it is forgotten (about 4.6 windows of picks without it).
 FORGOTTEN = 0.01
+#: A key's decayed count below which it was picked about once lately: no cache holds it for long, so it is not placed.
+RECURRING = 1.0
 
 
 def rendezvous(key: str, peer: Peer) -> float:
@@ -83,16 +85,14 @@ class KeyShares:
         self.picks = self.picks * self.keep + 1
         self._counts[key] = (self._count(key) + 1, self._tick)
 
-    def share(self, key: str) -> float:
-        return self._count(key) / max(self.least, self.picks)
-
     def hottest(self, most: int) -> dict[str, float]:
-        """The `most` keys with the largest shares, and their shares; keys long unpicked are forgotten."""
+        """Up to `most` recurring keys with the largest shares, and their shares; keys long unpicked are forgotten."""
         counts = {key: self._count(key) for key in self._counts}
         for key in [key for key, count in counts.items() if count < FORGOTTEN]:
             del self._counts[key], counts[key]
+        recurring = {key: count for key, count in counts.items() if count > RECURRING}
         total = max(self.least, self.picks)
-        return {key: counts[key] / total for key in heapq.nlargest(most, counts, key=counts.__getitem__)}
+        return {key: recurring[key] / total for key in heapq.nlargest(most, recurring, key=recurring.__getitem__)}
 
 
 @dataclass
@@ -135,11 +135,11 @@ def place(shares: Mapping[str, float], candidates: Sequence[Peer], epsilon: floa
             places[key].append(peer)
             held[peer.id] += 1
             carried[peer.id] += part
-    for key, chosen in places.items():  # what the share caps left short: the key's best instances with key room
-        for peer in ranked(candidates, key):
-            if len(chosen) >= wanted[key]:
-                break
-            if peer not in chosen and (held[peer.id] < most_keys[peer.id] or not chosen):
-                chosen.append(peer)
-                held[peer.id] += 1
+    short = {key for key, chosen in places.items() if len(chosen) < wanted[key]}
+    for _, key, peer in pairs if short else ():  # what the share caps left short: the key's best with key room
+        chosen = places[key]
+        room = held[peer.id] < most_keys[peer.id] or not chosen
+        if key in short and room and len(chosen) < wanted[key] and peer not in chosen:
+            chosen.append(peer)
+            held[peer.id] += 1
     return Placement(frozenset(parts), places)
