@@ -25,6 +25,7 @@ keys, chance spreads them evenly enough.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import math
@@ -42,15 +43,19 @@ SPREAD = 0.5
 PLACED_KEYS = 256
 #: A key's decayed count below which it is forgotten (about 4.6 windows of picks without it).
 FORGOTTEN = 0.01
-#: A key's decayed count below which it was picked about once lately: no cache holds it for long, so it is not placed.
-RECURRING = 1.0
+
+
+@functools.lru_cache(maxsize=4096)
+def _position(key: str, instance_id: str) -> float:
+    """The rendezvous score of `key` on an instance of weight 1; kept, since each placement scores its keys again."""
+    digest = hashlib.blake2b(f"{key}\0{instance_id}".encode(), digest_size=8).digest()
+    unit = (int.from_bytes(digest, "big") + 1) / 2**64
+    return -1 / math.log(unit)
 
 
 def rendezvous(key: str, peer: Peer) -> float:
     """`peer`'s weighted rendezvous (highest-random-weight) score for `key`: the same in every caller."""
-    digest = hashlib.blake2b(f"{key}\0{peer.id}".encode(), digest_size=8).digest()
-    unit = (int.from_bytes(digest, "big") + 1) / 2**64
-    return -peer.record.weight / math.log(unit)
+    return peer.record.weight * _position(key, peer.id)
 
 
 def ranked(candidates: Sequence[Peer], key: str) -> list[Peer]:
@@ -86,13 +91,19 @@ class KeyShares:
         self._counts[key] = (self._count(key) + 1, self._tick)
 
     def hottest(self, most: int) -> dict[str, float]:
-        """Up to `most` recurring keys with the largest shares, and their shares; keys long unpicked are forgotten."""
+        """The `most` keys with the largest shares, and their shares; keys long unpicked are forgotten.
+
+        Keys picked only once are placed too: leaving out keys below some
+        count made the rare ones near it enter and leave the placement, and
+        move each time.  At four callers the prefix benchmark missed 1.64% of
+        requests with such keys left out and 0.46% with them placed (a run
+        each, same salts); the model, 0.38% against 0.31% over 20 salts.
+        """
         counts = {key: self._count(key) for key in self._counts}
         for key in [key for key, count in counts.items() if count < FORGOTTEN]:
             del self._counts[key], counts[key]
-        recurring = {key: count for key, count in counts.items() if count > RECURRING}
         total = max(self.least, self.picks)
-        return {key: recurring[key] / total for key in heapq.nlargest(most, recurring, key=recurring.__getitem__)}
+        return {key: counts[key] / total for key in heapq.nlargest(most, counts, key=counts.__getitem__)}
 
 
 @dataclass
