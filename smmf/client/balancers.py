@@ -183,10 +183,11 @@ class Affinity:
     nothing at the loads where caching matters most: requests served from
     cache are short, most instances are idle at any instant, and an idle
     instance always has room.  Every caller bounds its own shares, so the
-    shares of all callers together are bounded too.  Over 100 picks, an
-    instance with a quarter of them crossed a 1.25x bound by chance 7% of
-    the time (sd 4.3 against 25), and each crossing sent a request to an
-    instance without its prefix; over 300, 0.6%.  The load's slack is two
+    shares of all callers together are bounded too.  Counted over 100
+    picks, an instance due a quarter of them is above a 1.25x bound by
+    chance about 7% of the time (a binomial count: sd 4.3 against a mean of
+    25), and each time a request goes where its prefix is not; over 300
+    picks, about 0.6%.  The load's slack is two
     requests, not one: one instance with two requests in flight while the
     others are idle is ordinary at these loads, and in the prefix
     benchmark's model (`bench/prefix_model.py`) a slack of one passed over
