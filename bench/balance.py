@@ -177,7 +177,8 @@ async def main(args: argparse.Namespace) -> None:
     runs: dict[tuple[int, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         url = f"file://{tmp}/registry.db"
-        fleet = Fleet(url, "bal", weights, Path(tmp), ("--slowdown", "0"), member_args=member_args)
+        sim = ("--slowdown", "0")
+        fleet = Fleet(url, "bal", weights, Path(tmp), sim, member_args=member_args, load_interval=args.load_interval)
         fleet.start()
         try:
             async with ModelClient(url) as watcher:
@@ -207,6 +208,7 @@ async def main(args: argparse.Namespace) -> None:
             "rounds": args.rounds,
             "callers": args.callers,
             "service_ms_fast": FAST_S * 1000,
+            "load_interval_s": args.load_interval,
         },
         "targets": {"p99_over_oracle": 1.25, "p99_over_weighted_random": 0.5},
         "checks": found,
@@ -218,7 +220,7 @@ async def main(args: argparse.Namespace) -> None:
     for name, value in found.items():
         print(f"{name}: {value}")
     print(f"targets: {args.default} p99 <= 1.25 x the single-caller oracle; <= 0.5 x weighted_random")
-    save("balance" if args.setting == "slow" else f"balance_{args.setting}", body)
+    save(args.out or ("balance" if args.setting == "slow" else f"balance_{args.setting}"), body)
 
 
 def parse() -> argparse.Namespace:
@@ -227,6 +229,10 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--utilisation", type=float, default=0.7)
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="slow")
+    parser.add_argument(
+        "--load-interval", type=float, default=0.5, help="seconds between the sidecars' load writes to the registry"
+    )
+    parser.add_argument("--out", help="the results file's name (default: from the setting)")
     parser.add_argument("--callers", type=int, nargs="+", default=[1], help="caller processes; one run per count")
     parser.add_argument("--default", default="least_loaded", help="the policy the targets are checked for")
     parser.add_argument(

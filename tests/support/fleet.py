@@ -38,6 +38,7 @@ class Fleet:
         log_dir: Path,
         sim_args: tuple[str, ...] = (),
         member_args: list[tuple[str, ...]] | None = None,
+        load_interval: float = 0.5,
     ):
         self.url = url
         self.model = model
@@ -47,7 +48,8 @@ class Fleet:
             port = free_port()
             sidecar = SmmfProcess(
                 ["sidecar", "--registry", url, "--model", model, "--upstream", f"http://127.0.0.1:{port}",
-                 "--weight", str(weight), "--ttl", "3", "--probe-interval", "0.5", "--load-interval", "0.5",
+                 "--weight", str(weight), "--ttl", "3", "--probe-interval", "0.5",
+                 "--load-interval", str(load_interval),
                  "--", sys.executable, "-m", "smmf.cli", "worker", "sim", "--model", model, "--port", str(port),
                  "--max-concurrency", "64", *sim_args, *own],
                 log_dir,
