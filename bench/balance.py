@@ -1,15 +1,15 @@
 """Balancing under load, with one caller or many: every policy against an oracle.
 
-Four `smmf worker sim` instances behind sidecars.  Two settings:
+Four `smmf worker sim` instances behind sidecars.  Three settings:
 
 - `slow` (default): each serves one request at a time (`--slots 1`), one of
   them three times slower; all have weight 1, as an operator who does not
   know which machine is slow would register them.
 - `weights`: weights 1, 1, 2 and 4 with as many slots, all of one speed.
 - `weights_long`: the same with requests three times as long (84 ms), so
-  a third of the rate: sixteen caller processes and eight smmf processes
-  on two cores at 200 requests a second wait for a CPU as much as for an
-  instance, and this tells that apart from what the policy does.
+  a third of the rate and a third of the work for the processes on the
+  machine: it tells what the machine's load does to `weights` from what
+  the policy does (at sixteen callers, the gap stayed: `bench/README.md`).
 
 Open-loop Poisson arrivals at about 70% of the total capacity go through
 `ModelClient` with each policy in turn.  The arrivals are split evenly
