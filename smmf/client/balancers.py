@@ -14,8 +14,9 @@ from typing import Protocol
 
 from ..errors import UsageError
 from .peer import Peer
-from .placement import PLACED_KEYS, SPREAD, KeyShares, Placement, place, ranked
+from .placement import PLACED_KEYS, SPREAD, Placement, place, ranked
 from .request import Request
+from .shares import RecentCounts
 
 __all__ = [
     "AFFINITY_PREFIX",
@@ -211,16 +212,16 @@ class Affinity:
         self.load_slack = load_slack
         self.keep = 1 - 1 / window
         self.fallback = fallback or LeastLoaded()
-        #: Instance id -> this caller's recent picks of it, decayed by `keep` at every pick.
-        self.recent: dict[str, float] = {}
-        self.keys = KeyShares(self.keep, least=LEAST_PICKS)
+        #: This caller's recent picks of each instance, and of each key.
+        self.recent = RecentCounts(self.keep)
+        self.keys = RecentCounts(self.keep, least=LEAST_PICKS)
         self.placement: Placement | None = None
         self._since_placed = 0
 
     def within_bound(self, candidates: Sequence[Peer]) -> list[Peer]:
         """The candidates that can take one more request within (1 + epsilon) times the mean share and load."""
         weight = sum(c.record.weight for c in candidates)
-        shares = [self.recent.get(c.id, 0.0) for c in candidates]
+        shares = [self.recent.count(c.id) for c in candidates]
         loads = [c.load for c in candidates]  # each a clock read and some arithmetic: once per candidate
         share_per_weight = (1 + self.epsilon) * max(LEAST_PICKS, sum(shares) + 1) / weight
         work = sum(load * c.record.weight for c, load in zip(candidates, loads, strict=True))  # in requests
@@ -233,15 +234,17 @@ class Affinity:
 
     def count(self, peer: Peer) -> None:
         """Count a pick of `peer` in the recent shares."""
-        for id_, picks in list(self.recent.items()):
-            if picks < 1e-3:
-                del self.recent[id_]  # long unpicked, or gone
-            else:
-                self.recent[id_] = picks * self.keep
-        self.recent[peer.id] = self.recent.get(peer.id, 0.0) + 1
+        self.recent.add(peer.id)
 
     def placed(self, candidates: Sequence[Peer]) -> Placement:
-        """The current placement, made again every `PLACE_EVERY` picks and whenever the candidates change."""
+        """The current placement, made again every `PLACE_EVERY` picks and whenever the candidates change.
+
+        Keys picked only once are placed too: leaving out keys below some
+        count made the rare ones near it enter and leave the placement, and
+        move each time.  At four callers the prefix benchmark missed 1.64% of
+        requests with such keys left out and 0.46% with them placed (a run
+        each, same salts); the model, 0.38% against 0.31% over 20 salts.
+        """
         self._since_placed += 1
         placement = self.placement
         if (
@@ -258,12 +261,12 @@ class Affinity:
         key = affinity_key(request)
         if key is None:
             return self.fallback.pick(candidates, request)
-        self.keys.seen(key)
+        self.keys.add(key)
         places = self.placed(candidates).of(key, candidates)
         room = {c.id for c in self.within_bound(candidates)}
         inside = [c for c in places if c.id in room]
         if inside:
-            chosen = min(inside, key=lambda c: self.recent.get(c.id, 0.0) / c.record.weight)
+            chosen = min(inside, key=lambda c: self.recent.count(c.id) / c.record.weight)
         else:
             overflow = next((c for c in ranked(candidates, key) if c.id in room), None)
             chosen = overflow or self.fallback.pick(candidates, request)

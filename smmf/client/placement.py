@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import heapq
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -35,14 +34,12 @@ from dataclasses import dataclass, field
 
 from .peer import Peer
 
-__all__ = ["PLACED_KEYS", "SPREAD", "KeyShares", "Placement", "place", "ranked", "rendezvous"]
+__all__ = ["PLACED_KEYS", "SPREAD", "Placement", "place", "ranked", "rendezvous"]
 
 #: The share of a mean instance's requests above which a key is placed on more than one instance.
 SPREAD = 0.5
 #: How many of the most popular keys a placement places; any other key goes to its first instance in rank.
 PLACED_KEYS = 256
-#: A key's decayed count below which it is forgotten (about 4.6 windows of picks without it).
-FORGOTTEN = 0.01
 
 
 @functools.lru_cache(maxsize=4096)
@@ -61,49 +58,6 @@ def rendezvous(key: str, peer: Peer) -> float:
 def ranked(candidates: Sequence[Peer], key: str) -> list[Peer]:
     """The candidates in the order `key` tries them."""
     return sorted(candidates, key=lambda c: rendezvous(key, c), reverse=True)
-
-
-class KeyShares:
-    """Each key's share of this caller's recent picks, over a window of picks decayed by `keep` at each.
-
-    Shares are taken over at least `least` picks, so a caller's first few
-    picks make no key popular (its first key would otherwise have a share
-    of 1 and be spread over every instance).  Counts decay lazily (when
-    read), so a pick costs the same however many keys are known; forgotten
-    keys are dropped when `hottest` is asked.
-    """
-
-    def __init__(self, keep: float, least: float = 1.0) -> None:
-        self.keep = keep
-        self.least = least
-        self.picks = 0.0
-        self._tick = 0
-        self._counts: dict[str, tuple[float, int]] = {}
-
-    def _count(self, key: str) -> float:
-        count, at = self._counts.get(key, (0.0, self._tick))
-        return count * self.keep ** (self._tick - at)
-
-    def seen(self, key: str) -> None:
-        """Count a pick for `key`."""
-        self._tick += 1
-        self.picks = self.picks * self.keep + 1
-        self._counts[key] = (self._count(key) + 1, self._tick)
-
-    def hottest(self, most: int) -> dict[str, float]:
-        """The `most` keys with the largest shares, and their shares; keys long unpicked are forgotten.
-
-        Keys picked only once are placed too: leaving out keys below some
-        count made the rare ones near it enter and leave the placement, and
-        move each time.  At four callers the prefix benchmark missed 1.64% of
-        requests with such keys left out and 0.46% with them placed (a run
-        each, same salts); the model, 0.38% against 0.31% over 20 salts.
-        """
-        counts = {key: self._count(key) for key in self._counts}
-        for key in [key for key, count in counts.items() if count < FORGOTTEN]:
-            del self._counts[key], counts[key]
-        total = max(self.least, self.picks)
-        return {key: counts[key] / total for key in heapq.nlargest(most, counts, key=counts.__getitem__)}
 
 
 @dataclass

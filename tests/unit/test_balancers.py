@@ -222,7 +222,7 @@ def test_affinity_never_lets_a_share_pass_its_bound(epsilon: float, weights: tup
     picks: Counter[str] = Counter()
     for _ in range(2000):
         key = "hot" if rng.random() < 0.7 else f"k{rng.randrange(20)}"
-        before = dict(balancer.recent)
+        before = {c.id: balancer.recent.count(c.id) for c in candidates}
         chosen = balancer.pick(candidates, request(key))
         bound = (1 + epsilon) * max(LEAST_PICKS, sum(before.values()) + 1) * chosen.record.weight / sum(weights)
         assert before.get(chosen.id, 0.0) < bound
