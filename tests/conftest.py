@@ -141,7 +141,12 @@ async def upstream() -> AsyncIterator[Upstream]:
 
 @pytest.fixture
 def start_smmf(tmp_path: Path) -> Iterator[Callable[..., SmmfProcess]]:
-    """Start `smmf ...` processes (workers print their URL first); all are stopped by PID at teardown."""
+    """Start `smmf ...` processes (workers print their URL first); all are stopped by PID at teardown.
+
+    Each one's log is printed at teardown, which pytest shows only for a
+    failed test: a sidecar's log is what tells why an acknowledgement never
+    came, and the test's temporary directory is gone a few runs later.
+    """
     started: list[SmmfProcess] = []
 
     def start(
@@ -157,6 +162,7 @@ def start_smmf(tmp_path: Path) -> Iterator[Callable[..., SmmfProcess]]:
     finally:
         for process in started:
             process.stop()
+            print(f"--- smmf {' '.join(process.args[:3])} ... log ---\n{process.log()[-6000:]}")
 
 
 @pytest.fixture
