@@ -292,6 +292,8 @@ async def test_a_registry_outage_is_logged_when_it_starts_and_ends(
     member.wait_ready()
     async with open_registry(url) as registry:
         await eventually(lambda: in_state(registry, model, port, State.UP), 15)
+    # the sidecar logs the recovery once its record is written, so a reader can see the record first
+    await eventually(lambda: _logged(sidecar, f"registry {url}: reachable again"), 5)
     lines = sidecar.log().splitlines()
     assert len([line for line in lines if "registering when it answers" in line]) == 1
     assert len([line for line in lines if f"registry {url}: reachable again" in line]) == 1
