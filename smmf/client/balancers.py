@@ -120,7 +120,7 @@ class LeastLoaded(_PowerOfTwo):
     four instances 3x slower) that put p99 above an oracle that sees every
     queue; weighing load by latency brings it below (`bench/README.md`).
     With several callers, others' load is a figure some requests old, so it
-    is drained at the instance's pace before use (`Peer.drained`).  An
+    is aged toward the usual load at the instance's pace (`Peer.aged`).  An
     instance not yet measured costs nothing, so it is tried at once; equal
     costs (two of them) go either way.
     """

@@ -159,46 +159,54 @@ class Peer:
 
         Others' load is the freshest figure this client has: the last report
         on a response, or the load the sidecar published when that is newer,
-        less what the instance has finished since (`drained`).  Counting a
-        figure whole would count this client's own requests twice, once as
-        they are now and once as they were when it was measured: with short
-        requests that stale copy is noise larger than the difference between
-        two instances.
+        aged since it was counted (`aged`).  Counting a figure whole would
+        count this client's own requests twice, once as they are now and once
+        as they were when it was measured: with short requests that stale
+        copy is noise larger than the difference between two instances.
         """
+        return (self.inflight + self.aged(*self.heard)) / self.record.weight
+
+    @property
+    def heard(self) -> tuple[int, float]:
+        """The freshest figure of others' load this client has, and the wall-clock time it was counted."""
         reported = self.reported
         if reported is not None and reported[1] >= self.record.load.updated_at:
-            others = self.drained(*reported)
-        else:
-            others = self.drained(self.published_others, self.record.load.updated_at)
-        return (self.inflight + others) / self.record.weight
+            return reported
+        return self.published_others, self.record.load.updated_at
 
     @property
     def published_others(self) -> int:
         """Others' load on the instance as its record last published it."""
         return max(0, self.record.load.inflight + self.record.load.queued - self.own_in_published)
 
-    def drained(self, others: float, at: float) -> float:
-        """Others' load counted at wall-clock time `at`, less what the instance will have finished since.
+    def aged(self, others: float, at: float) -> float:
+        """Others' load counted at wall-clock time `at`, moved since toward the load others usually put here.
 
         With many callers each one hears from an instance far less often
         than the instance's queue turns over, so a figure read a few
-        requests ago mostly counts work already done; taken whole, it
-        sends every caller away from an instance that has long since
-        emptied, and onto the same few others.  The instance is taken to
-        finish `weight` requests per mean latency seen here (an
-        underestimate of its pace, since the latency includes queueing).
-        Until that latency is known the figure is taken whole.
+        requests ago says little of now.  Above the usual load (`usual`)
+        the instance has finished work since; below it, others have sent
+        more.  Either way the figure moves toward `usual` at the
+        instance's pace, taken as `weight` requests per mean latency seen
+        here (an underestimate, since the latency includes queueing), and
+        stops there.  Until that latency is known the figure is taken whole.
 
-        Only the load above what others usually put here drains, and only
-        down to that (`usual`): a pace learnt from this client's own
-        requests says nothing of others' longer ones.  Drained to nothing,
+        It stops at `usual` because a pace learnt from this client's own
+        requests says nothing of others' longer ones: moved to nothing,
         six long generations there looked gone a few short requests after
-        each report, and `least_loaded` sent a third of its requests into them.
+        each report, and `least_loaded` sent a third of its requests into
+        them.  It moves up as well as down because sixteen callers hear one
+        published figure at once: an instance it caught empty stayed empty
+        for all of them until the next, and all of them sent there.  In
+        the many-callers model that was about half of `least_loaded`'s gap
+        to the oracle (`bench/README.md`).
         """
         if self.mean_latency <= 0:
             return float(others)
-        floor = min(float(others), self.usual)
-        return max(floor, others - max(0.0, time.time() - at) * self.record.weight / self.mean_latency)
+        step = max(0.0, time.time() - at) * self.record.weight / self.mean_latency
+        if others > self.usual:
+            return max(self.usual, others - step)
+        return min(self.usual, others + step)
 
     @property
     def wait(self) -> float:

@@ -36,6 +36,18 @@ def test_a_burst_above_the_usual_load_drains_at_the_instances_pace() -> None:
     assert p.load < 0.5
 
 
+def test_a_figure_below_the_usual_load_rises_to_it_at_the_instances_pace() -> None:
+    """Others keep sending to an instance caught empty: sixteen callers that heard it was empty all send there."""
+    p = peer(latency=0.01)
+    now = time.time()
+    for tenth in range(100, 0, -1):
+        p.report(inflight=4, queued=0, at=now - tenth / 10)
+    p.report(inflight=0, queued=0, at=now - 0.02)  # two mean latencies ago
+    assert p.load == pytest.approx(2, abs=0.5)
+    p.report(inflight=0, queued=0, at=now - 1.0)
+    assert p.load == pytest.approx(p.usual) and p.usual > 3.5
+
+
 def test_one_burst_after_a_silence_moves_the_usual_load_a_fifth_of_the_way_at_most() -> None:
     p = peer()
     now = time.time()
