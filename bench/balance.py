@@ -90,8 +90,7 @@ class PublishedOnly(LeastLoaded):
     """`least_loaded` without the load reported on responses: others' load as the sidecars published it."""
 
     def cost(self, peer: Peer) -> float:
-        others = peer.aged(peer.published_others, peer.record.load.updated_at)
-        return (peer.inflight + others + 1) / peer.record.weight * peer.mean_latency
+        return peer.wait_behind(peer.aged(peer.published_others, peer.record.load.updated_at))
 
 
 class HeldBelowUsual(LeastLoaded):
@@ -99,9 +98,7 @@ class HeldBelowUsual(LeastLoaded):
 
     def cost(self, peer: Peer) -> float:
         others, at = peer.heard
-        if others > peer.usual:
-            others = peer.aged(others, at)
-        return (peer.inflight + others + 1) / peer.record.weight * peer.mean_latency
+        return peer.wait_behind(peer.aged(others, at) if others > peer.usual else others)
 
 
 def register_bench_policies() -> None:

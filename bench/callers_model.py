@@ -28,15 +28,20 @@ servers' true state, which no caller has:
 Per policy and K it reports p50 and p99, the share of requests that waited
 for a slot while another instance had one free (`queued_with_free_slot`),
 how far each pick's figure of an instance's requests was from the truth
-(`load_error`, mean absolute; `load_bias`, mean signed), and the age of the
-freshest figure of others' load the picked peer had (`info_age_ms`).
+(`load_error`, mean absolute; `load_bias`, mean signed), the age of the
+freshest figure of others' load the picked peer had (`info_age_ms`), and
+each instance's requests per slot (`share_per_slot`, 1 for a fair share).
 With `--private` every caller hears each instance's published load at
 moments of its own, as old as before but no longer the same figure as
 every other caller at once: what is left of the gap then is the figures'
-age, and what goes is the callers' acting together on one figure.
+age, and what goes is the callers' acting together on one figure.  With
+`--bounces N` a full instance turns a request away at once, with its load
+on the refusal, up to N times; the caller picks again among the others and
+after the last refusal sends to the best of all (late binding, which smmf
+does not do; `bounced` counts refusals per request).
 
 Run: `.venv/bin/python -m bench.callers_model [--setting weights_long]
-[--callers 1 4 16] [--load-interval 0.5] [--seeds 3] [--private]`.  Writes
+[--callers 1 4 16] [--load-interval 0.5] [--seeds 3] [--private] [--bounces 3]`.  Writes
 bench/results/callers_model_<setting>.json (or `--out`) and prints a table;
 three seeds of 60 s take about 20 s a setting.
 """
@@ -116,7 +121,7 @@ class TrueOthers(LeastLoaded):
         self.truth = truth
 
     def cost(self, peer: Peer) -> float:
-        return (peer.inflight + self.truth(peer) + 1) / peer.record.weight * peer.mean_latency
+        return peer.wait_behind(self.truth(peer))
 
 
 @dataclass
@@ -177,9 +182,13 @@ def run(
         balancers = []
     else:
         balancers = [make(policy) for _ in range(callers)]
+    for c, balancer in enumerate(balancers):
+        if isinstance(getattr(balancer, "rng", None), random.Random):
+            balancer.rng = random.Random(seed * 1000 + c)  # so a run repeats exactly
     pick_rng = random.Random(seed + 1)
     stats = Stats(served=[0] * len(servers))
     arrived = 0
+
     def send(caller: int, started: float, measured: bool, tried: frozenset[str]) -> None:
         """Pick for one attempt of a request (`tried`: instances that turned it away) and send it."""
         last = len(tried) >= min(bounces, len(servers) - 1)
@@ -285,12 +294,12 @@ def main(args: argparse.Namespace) -> None:
     reference = oracle.get(1) or next(iter(oracle.values()), None)
     for row in rows:
         row["p99_over_oracle"] = round(row["p99_ms"] / reference, 3) if reference else None
-    columns = ["callers", "policy", "p50_ms", "p99_ms", "p99_over_oracle", "bounced", "queued_with_free_slot", "load_error",
-               "load_bias", "info_age_ms", "share_per_slot"]  # fmt: skip
+    columns = ["callers", "policy", "p50_ms", "p99_ms", "p99_over_oracle", "bounced", "queued_with_free_slot",
+               "load_error", "load_bias", "info_age_ms", "share_per_slot"]  # fmt: skip
     print(table([c.replace("_", " ") for c in columns], [[r[c] for c in columns] for r in rows]))
     setup = {"setting": args.setting, "slots": SETTINGS[args.setting][0], "service_s": SETTINGS[args.setting][1],
              "utilisation": 0.7, "delay_s": DELAY, "poll_s": POLL, "load_interval_s": args.load_interval,
-             "seconds": SECONDS, "seeds": args.seeds}  # fmt: skip
+             "seconds": SECONDS, "seeds": args.seeds, "private": args.private, "bounces": args.bounces}  # fmt: skip
     save(args.out or f"callers_model_{args.setting}", {"setup": setup, "results": rows})
 
 

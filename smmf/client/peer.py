@@ -211,7 +211,11 @@ class Peer:
     @property
     def wait(self) -> float:
         """How long a request sent here now should take: the work ahead of it, and itself, at the mean latency."""
-        return (self.load + 1 / self.record.weight) * self.mean_latency
+        return self.wait_behind(self.aged(*self.heard))
+
+    def wait_behind(self, others: float) -> float:
+        """`wait` with `others` requests of other clients here, so another figure of them is priced the same way."""
+        return (self.inflight + others + 1) / self.record.weight * self.mean_latency
 
     @property
     def cost(self) -> float:
