@@ -1,4 +1,4 @@
-"""What `least_loaded` compares: the load others put on an instance, drained with time, at each one's latency.
+"""What `least_loaded` compares: the load others put on an instance, aged with time, at each one's latency.
 
 The end-to-end behaviour (traffic leaving a busy or slow instance) is tested
 against real sim workers in `test_client.py`; these pin down the two rules
@@ -120,7 +120,7 @@ def test_the_shorter_expected_wait_wins() -> None:
     assert {LeastLoaded(random.Random(2)).pick([a, b], REQUEST).id for _ in range(50)} == {"h:1-a"}
 
 
-def test_others_load_drains_at_the_instances_pace() -> None:
+def test_others_load_ages_at_the_instances_pace() -> None:
     """A figure from a while ago counts only what the instance cannot have finished since, down to the usual load."""
     peer = Peer(record())
     peer.mean_latency = 0.1  # ten requests a second

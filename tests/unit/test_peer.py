@@ -1,4 +1,4 @@
-"""How a peer ages the load others put on an instance: reports drain at the instance's pace, down to the usual load."""
+"""How a peer ages the load others put on an instance: toward the usual load, at the instance's pace."""
 
 from __future__ import annotations
 
@@ -17,6 +17,15 @@ def peer(latency: float = 0.01) -> Peer:
     return p
 
 
+def steady(others: int) -> tuple[Peer, float]:
+    """A peer at 10 ms a request that heard others keep `others` requests there for ten seconds, and its now."""
+    p = peer(latency=0.01)
+    now = time.time()
+    for tenth in range(100, 0, -1):
+        p.report(inflight=others, queued=0, at=now - tenth / 10)
+    return p, now
+
+
 def test_a_fresh_report_counts_others_load_less_this_clients_own() -> None:
     p = peer()
     p.count(+1)
@@ -25,11 +34,8 @@ def test_a_fresh_report_counts_others_load_less_this_clients_own() -> None:
     assert p.load == pytest.approx(2 + 5 + 1 - 1, abs=0.1)
 
 
-def test_a_burst_above_the_usual_load_drains_at_the_instances_pace() -> None:
-    p = peer(latency=0.01)
-    now = time.time()
-    for tenth in range(100, 0, -1):
-        p.report(inflight=0, queued=0, at=now - tenth / 10)
+def test_a_burst_above_the_usual_load_ages_down_at_the_instances_pace() -> None:
+    p, now = steady(0)
     p.report(inflight=8, queued=0, at=now - 0.05)  # five mean latencies ago
     assert p.load == pytest.approx(3, abs=0.5)
     p.report(inflight=8, queued=0, at=now - 1.0)
@@ -38,10 +44,7 @@ def test_a_burst_above_the_usual_load_drains_at_the_instances_pace() -> None:
 
 def test_a_figure_below_the_usual_load_rises_to_it_at_the_instances_pace() -> None:
     """Others keep sending to an instance caught empty: sixteen callers that heard it was empty all send there."""
-    p = peer(latency=0.01)
-    now = time.time()
-    for tenth in range(100, 0, -1):
-        p.report(inflight=4, queued=0, at=now - tenth / 10)
+    p, now = steady(4)
     p.report(inflight=0, queued=0, at=now - 0.02)  # two mean latencies ago
     assert p.load == pytest.approx(2, abs=0.5)
     p.report(inflight=0, queued=0, at=now - 1.0)
