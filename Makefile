@@ -120,6 +120,7 @@ bench: packages venv
 	$(PY) -m bench.gateway
 	$(PY) -m bench.balance
 	$(PY) -m bench.balance_model
+	$(PY) -m bench.callers_model
 
 clean:
 	rm -rf $(VENV) $(VVENV) build *.egg-info
