@@ -25,9 +25,10 @@ single-caller oracle.
 The policies take turns in each of `--rounds` rounds, and every policy of a
 round meets the same arrival times, split the same way.  Each caller count
 starts with 10 unmeasured seconds of the default policy, so the first
-policy timed meets callers that have learnt the instances as the others do.  The latencies of
-all rounds are pooled: a p99 of a single 20-second run rests on its 17
-slowest requests, and the oracle's ranged from 172 to 239 ms between runs.
+policy timed meets callers that have learnt the instances as the others
+do.  The latencies of all rounds are pooled: a p99 of a single 20-second
+run rests on its 17 slowest requests, and the oracle's ranged from 172 to
+239 ms between runs.
 The per-round p99s are reported beside the pooled one.
 
 Run: `.venv/bin/python -m bench.balance [--callers 1 4 16] [--setting weights]`.
