@@ -106,6 +106,11 @@ class Server:
             self.ends.popleft()
         return len(self.ends)
 
+    def load(self, now: float) -> tuple[int, int]:
+        """Requests in flight and queued now, as a worker reports them and its sidecar publishes them."""
+        held = self.held(now)
+        return min(held, self.slots), max(0, held - self.slots)
+
     def admit(self, now: float) -> tuple[float, bool]:
         """When a request arriving now is done, and whether it waits for a slot (FIFO, equal service: in order)."""
         start = now if self.held(now) < self.slots else self.ends[-self.slots]
@@ -214,10 +219,10 @@ def run(
             elif what[0] == "reach":
                 _, ticket, caller, started, measured, tried = what
                 i = index[ticket.peer.id]
-                held = servers[i].held(clock.now)
-                if held >= servers[i].slots and len(tried) < min(bounces, len(servers) - 1):
+                if servers[i].held(clock.now) >= servers[i].slots and len(tried) < min(bounces, len(servers) - 1):
                     sent[caller][i] -= 1
-                    push(clock.now + DELAY, ("bounced", ticket, caller, started, measured, tried, held, clock.now))
+                    load = servers[i].load(clock.now)
+                    push(clock.now + DELAY, ("bounced", ticket, caller, started, measured, tried, load, clock.now))
                     continue
                 free_elsewhere = any(s.held(clock.now) < s.slots for j, s in enumerate(servers) if j != i)
                 done, waits = servers[i].admit(clock.now)
@@ -225,9 +230,8 @@ def run(
                     stats.queued_with_free_slot += 1
                 push(done, ("answer", ticket, caller, started, measured))
             elif what[0] == "bounced":
-                _, ticket, caller, started, measured, tried, held, at = what
-                slots_ = ticket.peer.record.weight
-                ticket.peer.report(int(min(held, slots_)), int(max(0, held - slots_)), at)
+                _, ticket, caller, started, measured, tried, load, at = what
+                ticket.peer.report(*load, at)
                 ticket.peer.count(-1)  # neither a success nor a failure: the instance only said it is full
                 if measured:
                     stats.bounced += 1
@@ -236,20 +240,19 @@ def run(
                 _, ticket, caller, started, measured = what
                 i = index[ticket.peer.id]
                 sent[caller][i] -= 1
-                push(clock.now + DELAY, ("hear", ticket, started, measured, servers[i].held(clock.now), clock.now))
+                push(clock.now + DELAY, ("hear", ticket, started, measured, servers[i].load(clock.now), clock.now))
             elif what[0] == "hear":
-                _, ticket, started, measured, held, at = what
-                slots_ = ticket.peer.record.weight
-                ticket.peer.report(int(min(held, slots_)), int(max(0, held - slots_)), at)
+                _, ticket, started, measured, load, at = what
+                ticket.peer.report(*load, at)
                 ticket.end(True)
                 if measured:
                     stats.latencies.append(clock.now - started)
                     stats.served[index[ticket.peer.id]] += 1
             elif what[0] == "publish":
                 _, i, audience = what
-                held = servers[i].held(clock.now)
-                load = Load(inflight=min(held, slots[i]), queued=max(0, held - slots[i]), updated_at=clock.now)
-                record = records[i].model_copy(update={"load": load})
+                inflight, queued = servers[i].load(clock.now)
+                figure = Load(inflight=inflight, queued=queued, updated_at=clock.now)
+                record = records[i].model_copy(update={"load": figure})
                 for c in audience:
                     push(clock.now + rng.uniform(0, POLL), ("see", c, i, record))
             elif what[0] == "see":

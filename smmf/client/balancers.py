@@ -232,10 +232,6 @@ class Affinity:
             if share < share_per_weight * c.record.weight and load <= most_load
         ]
 
-    def count(self, peer: Peer) -> None:
-        """Count a pick of `peer` in the recent shares."""
-        self.recent.add(peer.id)
-
     def placed(self, candidates: Sequence[Peer]) -> Placement:
         """The current placement, made again every `PLACE_EVERY` picks and whenever the candidates change.
 
@@ -270,7 +266,7 @@ class Affinity:
         else:
             overflow = next((c for c in ranked(candidates, key) if c.id in room), None)
             chosen = overflow or self.fallback.pick(candidates, request)
-        self.count(chosen)
+        self.recent.add(chosen.id)
         return chosen
 
 
