@@ -23,6 +23,7 @@ import argparse
 import random
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from bench.report import save, table
 
@@ -75,7 +76,7 @@ def simulate(choose: Choose, utilisation: float, seconds: float, seed: int) -> l
 
 def main(args: argparse.Namespace) -> None:
     policies = {"oracle": oracle, "p2c_random_ties": p2c(random_tie), "p2c_latency_ties": p2c(latency_tie)}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, choose in policies.items():
         latencies = simulate(choose, args.utilisation, args.seconds, args.seed)
         rows.append(

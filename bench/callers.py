@@ -17,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from smmf.client import ModelClient
@@ -87,11 +87,15 @@ async def idle(client: ModelClient, model: str, timeout: float = 30.0) -> None:
 
 
 def run_main(
-    arguments: argparse.Namespace, send: Sender, setup: Callable[[], None], main: Callable[[], Awaitable[None]]
+    arguments: argparse.Namespace,
+    send: Sender,
+    setup: Callable[[], None],
+    main: Callable[[], Coroutine[Any, Any, None]],
 ) -> None:
     """A benchmark's entry point: a caller process when started with `--caller-of`, else the benchmark itself."""
     if arguments.caller_of:
-        asyncio.run(serve(*arguments.caller_of, send, setup=setup))
+        url, model = arguments.caller_of
+        asyncio.run(serve(url, model, send, setup=setup))
     else:
         asyncio.run(main())
 

@@ -188,8 +188,9 @@ def run(
     else:
         balancers = [make(policy) for _ in range(callers)]
     for c, balancer in enumerate(balancers):
-        if isinstance(getattr(balancer, "rng", None), random.Random):
-            balancer.rng = random.Random(seed * 1000 + c)  # so a run repeats exactly
+        own = getattr(balancer, "rng", None)
+        if isinstance(own, random.Random):
+            own.seed(seed * 1000 + c)  # so a run repeats exactly
     pick_rng = random.Random(seed + 1)
     stats = Stats(served=[0] * len(servers))
     arrived = 0

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import tempfile
+from typing import Any
 
 import aiohttp
 
@@ -30,7 +31,7 @@ from smmf.client import ModelClient
 from smmf.instance import Instance
 from smmf.registry import open_registry
 
-BODY = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
+BODY: dict[str, Any] = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
 
 
 async def main(args: argparse.Namespace) -> None:

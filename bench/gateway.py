@@ -23,6 +23,7 @@ import asyncio
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -34,7 +35,7 @@ from smmf.instance import Instance
 from smmf.registry import open_registry
 from tests.support.processes import SmmfProcess
 
-BODY = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
+BODY: dict[str, Any] = {"model": "sim", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 1}
 SERVER = ["sim", "--model", "sim", "--ttft-ms", "0", "--tpot-ms", "0", "--max-concurrency", "1024",
           "--max-queue", "1024", "--slots", "1024"]  # fmt: skip
 

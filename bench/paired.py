@@ -12,7 +12,7 @@ import argparse
 import asyncio
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from bench.callers import pct
@@ -38,7 +38,7 @@ async def run_loop(call: Call, concurrency: int, seconds: float) -> tuple[list[f
     return latencies, time.perf_counter() - started
 
 
-async def compare(modes: dict[str, Call], concurrency: int, rounds: int, seconds: float) -> dict[str, Any]:
+async def compare(modes: Mapping[str, Call], concurrency: int, rounds: int, seconds: float) -> dict[str, Any]:
     """Every mode's latency and throughput; for each mode after the first (the baseline) what it adds.
 
     `added_p50_us` and `added_p99_us` are differences from the baseline;

@@ -110,7 +110,7 @@ class PerfectKnowledge:
             self.caches.setdefault(peer.id, PrefixCache(CACHE_BLOCKS, BLOCK_TOKENS))
         best = max(room, key=lambda p: (self.caches[p.id].cached(tokens), -p.load))
         self.caches[best.id].admit(tokens)
-        self.bound.count(best)
+        self.bound.recent.add(best.id)
         return best
 
 

@@ -65,7 +65,7 @@ class AffinityBefore(Affinity):
         assert key is not None
         room = {c.id for c in self.within_bound(candidates)}
         chosen = next((c for c in ranked(candidates, key) if c.id in room), None) or candidates[0]
-        self.count(chosen)
+        self.recent.add(chosen.id)
         return chosen
 
 

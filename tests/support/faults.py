@@ -337,7 +337,7 @@ async def hostile_records(rig: Rig, seconds: float) -> Outcome:
     live = rig.instance(rig.fleet.members[0])
     template = HttpTemplate(url=f"{bait.url}/template", body="{USER_PROMPT}", api_key_env="AWS_SECRET_ACCESS_KEY")
     huge = {"x": "y" * 2**20}
-    hostile = {
+    hostile: dict[str, dict[str, Any]] = {
         instance_key(model, "impostor"): {"id": "not-the-key", "model": model, "endpoint": f"{bait.url}/v1"},
         instance_key("elsewhere", live): {"id": live, "model": "elsewhere", "endpoint": f"{bait.url}/v1"},
         instance_key(model, "passwd"): {"id": "passwd", "model": model, "endpoint": "file:///etc/passwd"},

@@ -78,8 +78,8 @@ class Upstream:
             return failure
         usage = {"prompt_tokens": 11, "completion_tokens": len(WORDS), "total_tokens": 11 + len(WORDS)}
         if not body.get("stream"):
-            choice = {"index": 0, "message": {"role": "assistant", "content": "".join(WORDS)}, "finish_reason": "stop"}
-            return web.json_response({"id": "up-1", "object": "chat.completion", "choices": [choice], "usage": usage})
+            whole = {"index": 0, "message": {"role": "assistant", "content": "".join(WORDS)}, "finish_reason": "stop"}
+            return web.json_response({"id": "up-1", "object": "chat.completion", "choices": [whole], "usage": usage})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
 
