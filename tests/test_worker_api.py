@@ -238,13 +238,22 @@ def test_metrics_count_tokens_and_latency(sim: SmmfProcess) -> None:
 def test_the_prefix_cache_counts_prompt_tokens_looked_up_and_found(start_worker: StartWorker) -> None:
     worker = start_worker("sim", "--model", "m", "--prefix-cache-blocks", "64", "--block-tokens", "4")
     prompt = " ".join(f"w{i}" for i in range(10))  # two whole blocks of four, and two tokens over
-    for _ in range(2):
-        sdk(worker).completions.create(model="m", prompt=prompt, max_tokens=2)
+    first = sdk(worker).completions.create(model="m", prompt=prompt, max_tokens=2).usage
+    second = sdk(worker).completions.create(model="m", prompt=prompt, max_tokens=2).usage
     assert metric(worker, "smmf_prefix_cache_queries_total") == 20
     assert metric(worker, "smmf_prefix_cache_hits_total") == 8  # the second time, the two whole blocks
+    cached = [u.prompt_tokens_details.cached_tokens for u in (first, second) if u and u.prompt_tokens_details]
+    assert cached == [0, 8], "each response says how much of its prompt was found, as vLLM's usage does"
+    streamed = sdk(worker).chat.completions.create(
+        model="m", messages=[{"role": "user", "content": prompt}], max_tokens=2, stream=True,
+        stream_options={"include_usage": True},
+    )  # fmt: skip
+    usage = next(chunk.usage for chunk in streamed if chunk.usage)
+    assert usage.prompt_tokens_details is not None and usage.prompt_tokens_details.cached_tokens is not None
     plain = start_worker("sim", "--model", "m")
     with pytest.raises(AssertionError, match="not in /metrics"):
         metric(plain, "smmf_prefix_cache_queries_total")
+    assert sdk(plain).completions.create(model="m", prompt=prompt, max_tokens=2).usage.prompt_tokens_details is None  # type: ignore[union-attr]
 
 
 def test_bad_command_lines_exit_cleanly(start_worker: StartWorker) -> None:

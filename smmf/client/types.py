@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..wire.responses import Usage
+from ..wire.responses import PromptTokensDetails, Usage
 
 __all__ = [
     "Answer",
@@ -22,6 +22,7 @@ __all__ = [
     "CompletionChoice",
     "CreateEmbeddingResponse",
     "Embedding",
+    "PromptTokensDetails",
     "Usage",
 ]
 

@@ -14,25 +14,45 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["ResponseBuilder", "Usage", "embedding_response"]
+__all__ = ["PromptTokensDetails", "ResponseBuilder", "Usage", "embedding_response"]
+
+
+class PromptTokensDetails(BaseModel):
+    """How a response's prompt tokens were spent; only what smmf reads is typed, the rest is kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    #: Prompt tokens found in the engine's prefix cache (vLLM, OpenAI); None where the engine does not say.
+    cached_tokens: int | None = None
 
 
 class Usage(BaseModel):
-    """Token counts of one response; fields OpenAI adds later (token details) are kept, not dropped."""
+    """Token counts of one response; fields OpenAI adds later are kept, not dropped."""
 
     model_config = ConfigDict(extra="allow")
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+    def body(self) -> dict[str, Any]:
+        """The counts as sent: what the engine did not report is left out, not sent as null."""
+        return self.model_dump(exclude_none=True)
 
     @classmethod
-    def counted(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
-        """Counts as an engine reports them; the total is their sum."""
+    def counted(cls, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> Usage:
+        """Counts as an engine reports them; the total is their sum.
+
+        `cached_tokens`, the prompt tokens found in the prefix cache, goes
+        where OpenAI and vLLM put it (`prompt_tokens_details`), so a caller
+        can tell per request whether its prefix was found.
+        """
         return cls(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
+            prompt_tokens_details=None if cached_tokens is None else PromptTokensDetails(cached_tokens=cached_tokens),
         )
 
 
@@ -64,9 +84,9 @@ class ResponseBuilder:
                 "finish_reason": finish_reason,
                 "logprobs": None,
             }
-            return self._base("chat.completion") | {"choices": [choice], "usage": usage.model_dump()}
+            return self._base("chat.completion") | {"choices": [choice], "usage": usage.body()}
         choice = {"index": 0, "text": text, "finish_reason": finish_reason, "logprobs": None}
-        return self._base("text_completion") | {"choices": [choice], "usage": usage.model_dump()}
+        return self._base("text_completion") | {"choices": [choice], "usage": usage.body()}
 
     def chunk(
         self, text: str | None, finish_reason: str | None, *, first: bool = False, usage: Usage | None = None
@@ -83,12 +103,12 @@ class ResponseBuilder:
             choice = {"index": 0, "text": text or "", "finish_reason": finish_reason, "logprobs": None}
         body = self._base(self._chunk_object) | {"choices": [choice]}
         if usage is not None:
-            body["usage"] = usage.model_dump()
+            body["usage"] = usage.body()
         return body
 
     def usage_chunk(self, usage: Usage) -> dict[str, Any]:
         """The chunk `stream_options.include_usage` asks for: no choices, only the counts."""
-        return self._base(self._chunk_object) | {"choices": [], "usage": usage.model_dump()}
+        return self._base(self._chunk_object) | {"choices": [], "usage": usage.body()}
 
 
 def embedding_response(model: str, vectors: list[list[float]], prompt_tokens: int) -> dict[str, Any]:

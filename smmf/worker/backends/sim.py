@@ -124,11 +124,12 @@ class SimBackend(Backend):
         count = request.token_limit or DEFAULT_MAX_TOKENS
         start = int.from_bytes(hashlib.blake2b(prompt.encode(), digest_size=4).digest(), "big")
         tokens = prompt.split()
-        usage = Usage.counted(len(tokens), count)
         async with self._slots:
             self.active += 1
             try:
-                uncached = len(tokens) - (0 if self.prefix_cache is None else self.prefix_cache.admit(tokens))
+                cached = None if self.prefix_cache is None else self.prefix_cache.admit(tokens)
+                uncached = len(tokens) - (cached or 0)
+                usage = Usage.counted(len(tokens), count, cached)
                 if self.ttft or self.prefill:
                     await asyncio.sleep(self.ttft + uncached * self.prefill)
                 for i in range(count):
