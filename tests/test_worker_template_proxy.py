@@ -129,6 +129,8 @@ async def test_proxy_forwards_chat_and_rewrites_the_model(proxy: SmmfProcess, up
     texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert texts == ["Hello", " from", " upstream"], "streamed piece by piece"
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == 14
+    details = chunks[-1].usage.prompt_tokens_details
+    assert details is not None and details.cached_tokens == 7, "the upstream's prefix-cache count is passed on"
 
     completion = await client.completions.create(model="local-name", prompt="once", max_tokens=3)
     assert completion.choices[0].text == "Hello from upstream"

@@ -60,3 +60,13 @@ def test_stream_and_chat(vllm_worker: SmmfProcess) -> None:
     assert chat.choices[0].message.role == "assistant" and chat.choices[0].finish_reason in ("stop", "length")
     assert "<end_of_turn>" not in (chat.choices[0].message.content or "")
     assert chat.usage is not None and chat.usage.prompt_tokens <= 16, "turn markers are single special tokens"
+
+
+def test_usage_says_how_much_of_the_prompt_the_prefix_cache_found(vllm_worker: SmmfProcess) -> None:
+    prompt = " ".join(f"item {i}," for i in range(150))  # some hundreds of tokens: whole KV-cache blocks
+    found = []
+    for _ in range(2):
+        reply = sdk(vllm_worker).completions.create(model="gemma-vllm", prompt=prompt, max_tokens=1, temperature=0)
+        assert reply.usage is not None and reply.usage.prompt_tokens_details is not None
+        found.append(reply.usage.prompt_tokens_details.cached_tokens)
+    assert found[0] is not None and found[1] is not None and found[1] > found[0], found

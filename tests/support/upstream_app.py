@@ -76,7 +76,10 @@ class Upstream:
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
         if failure := self._failure(str(prompt), request):
             return failure
-        usage = {"prompt_tokens": 11, "completion_tokens": len(WORDS), "total_tokens": 11 + len(WORDS)}
+        usage = {
+            "prompt_tokens": 11, "completion_tokens": len(WORDS), "total_tokens": 11 + len(WORDS),
+            "prompt_tokens_details": {"cached_tokens": 7},
+        }  # fmt: skip
         if not body.get("stream"):
             whole = {"index": 0, "message": {"role": "assistant", "content": "".join(WORDS)}, "finish_reason": "stop"}
             return web.json_response({"id": "up-1", "object": "chat.completion", "choices": [whole], "usage": usage})

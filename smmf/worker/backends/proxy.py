@@ -108,7 +108,13 @@ class ProxyBackend(Backend):
                 if "error" in chunk:
                     raise upstream_error(502, f"The upstream failed mid-stream: {chunk['error']}")
                 if counts := chunk.get("usage"):
-                    usage = Usage.counted(counts.get("prompt_tokens", 0), counts.get("completion_tokens", 0))
+                    details = counts.get("prompt_tokens_details")
+                    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+                    usage = Usage.counted(
+                        counts.get("prompt_tokens", 0),
+                        counts.get("completion_tokens", 0),
+                        cached if isinstance(cached, int) else None,  # an odd upstream's odd detail is dropped
+                    )
                 for choice in chunk.get("choices") or []:
                     text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                     finish = choice.get("finish_reason") or finish

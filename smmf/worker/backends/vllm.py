@@ -108,7 +108,7 @@ class VllmBackend(Backend):
             piece = output.outputs[0]
             generated += len(piece.token_ids)
             if output.finished:
-                usage = Usage.counted(len(output.prompt_token_ids or []), generated)
+                usage = Usage.counted(len(output.prompt_token_ids or []), generated, output.num_cached_tokens)
                 yield Delta(piece.text, piece.finish_reason or "stop", usage)
             elif piece.text:
                 yield Delta(piece.text)
