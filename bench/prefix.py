@@ -12,7 +12,10 @@ and prefill tokens count the whole run, warm-up included.
 
 Per policy: time to first token p50 and p99, the prefix-cache hit rate and
 the prefill tokens computed (from the workers' own counters, named after
-vLLM's), and each instance's share of requests.  The reference is one
+vLLM's), and each instance's share of requests.  A first token later than
+half a whole prompt's prefill is `missed`; each response's usage says how
+much of its prompt was cached, so `not found` (less than half) and `slow
+but found` tell the two reasons apart.  The reference is one
 caller with perfect knowledge (`prefix_oracle`, bench-only): it keeps an
 exact copy of every instance's cache, since all requests are its own, and
 sends each request to the instance holding most of its prompt, within the
@@ -142,30 +145,45 @@ def _open(client: ModelClient, model: str, run: dict[str, Any], tenant: int, see
     A completion suits a base model with no chat template (the bundled Gemma on vLLM).
     """
     turn = messages(run, tenant, seed)
-    common: dict[str, Any] = {"model": model, "max_tokens": MAX_TOKENS, "stream": True, "policy": run["policy"]}
+    common: dict[str, Any] = {
+        "model": model, "max_tokens": MAX_TOKENS, "stream": True, "policy": run["policy"],
+        "stream_options": {"include_usage": True},
+    }  # fmt: skip
     if run.get("api") == "completions":
         return client.completions.create(prompt="\n".join(m["content"] for m in turn), **common)
     return client.chat.completions.create(messages=turn, **common)
 
 
 async def send_turns(client: ModelClient, model: str, run: dict[str, Any]) -> dict[str, Any]:
-    """One open-loop run of streamed turns; time to first token measured after the warm-up."""
+    """One open-loop run of streamed turns; time to first token measured after the warm-up.
+
+    `found` is, per measured turn, the share of its prompt the server says
+    it found in its prefix cache (`usage.prompt_tokens_details`), or None
+    where it does not say: it tells a turn that missed the cache from one
+    that was slow for another reason.
+    """
     ttfts: list[float] = []
+    found: list[float | None] = []
     instances: list[str] = []
     failures: list[str] = []
 
     async def one(at: float, tenant: int, seed: int) -> None:
         started = time.perf_counter()
+        cached = None
         try:
             stream = await _open(client, model, run, tenant, seed)
             first = None
-            async for _ in stream:
+            async for chunk in stream:
                 first = first or time.perf_counter()
+                details = chunk.usage and chunk.usage.prompt_tokens_details
+                if details and details.cached_tokens is not None and chunk.usage.prompt_tokens:
+                    cached = details.cached_tokens / chunk.usage.prompt_tokens
         except Exception as exc:  # noqa: BLE001 - counted, and the first kept to say why
             failures.append(f"{type(exc).__name__}: {exc}"[:300])
             return
         if at >= WARMUP and first is not None:
             ttfts.append(first - started)
+            found.append(cached)
             instances.append(stream.instance_id)
 
     tasks = []
@@ -173,7 +191,7 @@ async def send_turns(client: ModelClient, model: str, run: dict[str, Any]) -> di
         await asyncio.sleep(max(0.0, run["begin"] + at - time.time()))
         tasks.append(asyncio.create_task(one(at, tenant, seed)))
     await asyncio.gather(*tasks)
-    return {"ttfts": ttfts, "instances": instances, "errors": len(failures), "failures": failures[:1]}
+    return {"ttfts": ttfts, "found": found, "instances": instances, "errors": len(failures), "failures": failures[:1]}
 
 
 async def cache_counts(ports: list[int], kind: UpstreamType = UpstreamType.SMMF) -> tuple[float, float]:
@@ -195,6 +213,8 @@ def summary(
     """A row of the table; `missed` only where a miss has a known cost (`missed_s`; the sim's, not vLLM's)."""
     row = latency_row(callers, policy, runs, "ttfts", "ttft_", (50, 90, 99))
     ttfts = [t for run in runs for t in run["ttfts"]]
+    found = [f for run in runs for f in run.get("found", [])]
+    reported = [(t, f) for t, f in zip(ttfts, found, strict=True) if f is not None]
     shares = Counter(i for run in runs for i in run["instances"])
     queries = sum(run["queries"] for run in runs)
     hits = sum(run["hits"] for run in runs)
@@ -202,6 +222,12 @@ def summary(
     return {
         **row,
         "missed": round(sum(t > missed_s for t in ttfts) / max(1, len(ttfts)), 4) if missed_s else None,
+        "not_found": round(sum(f < 0.5 for _, f in reported) / len(reported), 4) if reported else None,
+        "slow_but_found": (
+            round(sum(t > missed_s and f >= 0.5 for t, f in reported) / len(reported), 4)
+            if reported and missed_s
+            else None
+        ),
         "hit_rate": round(hits / queries, 3) if queries else 0.0,
         "prefill_tokens": int(queries - hits),
         "max_share_over_mean": round(max(shares.values()) / mean_share, 2) if shares else 0.0,
@@ -267,7 +293,8 @@ def report(name: str, rows: list[dict[str, Any]], setup: dict[str, Any]) -> None
     found = checks(rows)
     print()
     columns = ["callers", "policy", "requests", "errors", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "missed",
-               "hit_rate", "prefill_tokens", "max_share_over_mean", "shares"]  # fmt: skip
+               "not_found", "slow_but_found", "hit_rate", "prefill_tokens", "max_share_over_mean",
+               "shares"]  # fmt: skip
     print(table([c.replace("_", " ") for c in columns], [[r[c] for c in columns] for r in rows]))
     for check, value in found.items():
         print(f"{check}: {value}")
