@@ -21,8 +21,11 @@ share bound over 100 picks and a load slack of one request, else the next
 in rank); `affinity_unbounded`, the ring alone (no bound, no spread).
 
 Run: `.venv/bin/python -m bench.prefix_model [--salts 10] [--callers 1 4]
-[--tenants 16] [--zipf 1.0]`.  Writes bench/results/prefix_model.json (or
-prefix_model_<tenants>t_z<zipf>.json for another workload) and prints
+[--tenants 16] [--zipf 1.0] [--carried]`.  Writes
+bench/results/prefix_model.json (or prefix_model_<tenants>t_z<zipf>.json
+for another workload, and `_carried` after either when each layout is
+measured on balancers that have just served another one, as in the
+benchmark's second round, where the caller processes keep theirs) and prints
 per policy and K the missed share (first token later than half a whole
 prompt's prefill), TTFT p99 per salt, hit rate and the largest share.
 """
@@ -76,12 +79,24 @@ POLICIES: dict[str, Callable[[], Balancer]] = {
 }
 
 
-def run(policy: Callable[[], Balancer], salt: int, callers: int, tenants: int, zipf: float) -> dict[str, Any]:
-    """One layout (`salt`): arrivals, picks, slots and caches in virtual time; the measured requests' outcome."""
+def run(
+    policy: Callable[[], Balancer],
+    salt: int,
+    callers: int,
+    tenants: int,
+    zipf: float,
+    balancers: Sequence[Balancer] | None = None,
+) -> dict[str, Any]:
+    """One layout (`salt`): arrivals, picks, slots and caches in virtual time; the measured requests' outcome.
+
+    `balancers`, one per caller, are used as they are (as a caller process
+    of the benchmark keeps its balancer from one round to the next); else
+    each caller gets a new one.
+    """
     rng = random.Random(salt)
     ids = [f"10.0.0.{i}:8000-m" for i in range(INSTANCES)]
     caches = [PrefixCache(CACHE_BLOCKS, BLOCK_TOKENS) for _ in ids]
-    balancers = [policy() for _ in range(callers)]
+    balancers = balancers or [policy() for _ in range(callers)]
     records = [Instance(id=i, model="m", endpoint=f"http://{i.split('-')[0]}/v1") for i in ids]
     views = [[Peer(record) for record in records] for _ in range(callers)]
     systems = [[f"s{salt}", *(f"t{t}w{i}" for i in range(SYSTEM_TOKENS))] for t in range(tenants)]
@@ -140,6 +155,15 @@ def run(policy: Callable[[], Balancer], salt: int, callers: int, tenants: int, z
     }
 
 
+def layout(policy: Callable[[], Balancer], salt: int, callers: int, args: argparse.Namespace) -> dict[str, Any]:
+    """A run of layout `salt`; with `--carried`, by balancers that have just served another (a second round)."""
+    if not args.carried:
+        return run(policy, salt, callers, args.tenants, args.zipf)
+    balancers = [policy() for _ in range(callers)]
+    run(policy, args.salts + salt, callers, args.tenants, args.zipf, balancers)
+    return run(policy, salt, callers, args.tenants, args.zipf, balancers)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--salts", type=int, default=10, help="key layouts per policy and caller count")
@@ -147,11 +171,14 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=16)
     parser.add_argument("--zipf", type=float, default=1.0)
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+    parser.add_argument(
+        "--carried", action="store_true", help="measure each layout on balancers that have just served another one"
+    )
     args = parser.parse_args()
     rows = []
     for callers in args.callers:
         for name in args.policies:
-            runs = [run(POLICIES[name], salt, callers, args.tenants, args.zipf) for salt in range(args.salts)]
+            runs = [layout(POLICIES[name], salt, callers, args) for salt in range(args.salts)]
             rows.append({
                 "callers": callers,
                 "policy": name,
@@ -167,8 +194,10 @@ def main() -> None:
                "max_share_over_mean", "ttft_p99_ms"]  # fmt: skip
     print(table([c.replace("_", " ") for c in columns], [[r[c] for c in columns] for r in rows]))
     setup = {"instances": INSTANCES, "slots": SLOTS, "tenants": args.tenants, "zipf": args.zipf, "rate_rps": RATE,
-             "salts": args.salts, "cache_blocks": CACHE_BLOCKS, "system_tokens": SYSTEM_TOKENS}  # fmt: skip
+             "salts": args.salts, "cache_blocks": CACHE_BLOCKS, "system_tokens": SYSTEM_TOKENS,
+             "carried": args.carried}  # fmt: skip
     name = "prefix_model" if (args.tenants, args.zipf) == (16, 1.0) else f"prefix_model_{args.tenants}t_z{args.zipf:g}"
+    name += "_carried" if args.carried else ""
     save(name, {"setup": setup, "results": rows})
 
 
