@@ -249,6 +249,7 @@ class Affinity:
             or len(placement.members) != len(candidates)
             or any(c.id not in placement.members for c in candidates)
         ):
+            self.keys.forget_gone()
             placement = self.placement = place(self.keys.hottest(PLACED_KEYS), candidates, self.epsilon, self.spread)
             self._since_placed = 0
         return placement

@@ -10,6 +10,7 @@ import pytest
 
 from smmf.client.balancers import (
     LEAST_PICKS,
+    PLACED_KEYS,
     Affinity,
     LeastLoaded,
     PeakEwma,
@@ -160,6 +161,22 @@ def test_two_callers_place_the_keys_they_both_see_alike() -> None:
         placements.append({k: {c.id for c in balancer.placed(candidates).of(k, candidates)} for k in keys})
     agree = [k for k in keys if placements[0][k] == placements[1][k]]
     assert len(agree) >= 14, placements
+
+
+def test_new_prompts_are_placed_within_the_caps_while_the_old_ones_fade() -> None:
+    """A caller whose tenants all change: the old keys leave the placement, the new ones keep the key bound."""
+    candidates = peers(1, 1, 1, 1)
+    balancer, rng = Affinity(), random.Random(7)
+    weights = [1 / (rank + 1) for rank in range(16)]
+    for prefix, picks in (("old", 1000), ("new", 300)):
+        keys = [f"{prefix}{i}" for i in range(16)]
+        for _ in range(picks):
+            balancer.pick(candidates, request(rng.choices(keys, weights)[0]))
+    hottest = balancer.keys.hottest(PLACED_KEYS)
+    assert not [k for k in hottest if k.startswith("old")], hottest
+    placement = balancer.placed(candidates)
+    held = {c.id: sum(c in places for places in placement.places.values()) for c in candidates}
+    assert max(held.values()) <= 6, held  # 19 places (3 for the hottest key, 2 for the next) x 1.25 / 4, rounded up
 
 
 def test_affinity_spreads_a_hot_key_over_the_instances_its_share_needs() -> None:
