@@ -85,14 +85,16 @@ class RecentCounts:
             if (self._tick - at) * value * (1 - self.keep) > GONE_GAPS
             and self._tick - at > GONE_LEAST * self._forget_every
         }
-        wholesale = sum(gone.values()) >= GONE_SHARE * self.picks
-        if not gone or not (wholesale or self._tick - self._changed_at < self._forget_every):
+        if not gone:
             return False
-        if wholesale:
+        gone_picks = sum(gone.values())
+        if gone_picks >= GONE_SHARE * self.picks:
             self._changed_at = self._tick
+        elif self._tick - self._changed_at >= self._forget_every:
+            return False
         for name in gone:
             del self._counts[name]
-        self.picks -= sum(gone.values())
+        self.picks -= gone_picks
         return True
 
     def hottest(self, most: int) -> dict[str, float]:
