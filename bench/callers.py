@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from smmf.client import ModelClient
+from smmf.sidecar.child import dying_with_parent
 
 __all__ = ["WARMUP", "Callers", "arrivals", "idle", "latency_row", "pct", "run_main", "serve"]
 
@@ -117,7 +118,8 @@ class Callers:
         self.procs: list[asyncio.subprocess.Process] = []
 
     async def __aenter__(self) -> Callers:
-        command = [sys.executable, "-m", self.module, "--caller-of", self.url, self.model]
+        # Dying with this process: a benchmark stopped by a signal does not leave its callers running.
+        command = dying_with_parent([sys.executable, "-m", self.module, "--caller-of", self.url, self.model])
         try:
             for _ in range(self.count):
                 self.procs.append(
