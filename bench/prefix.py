@@ -213,7 +213,7 @@ def summary(
     """A row of the table; `missed` only where a miss has a known cost (`missed_s`; the sim's, not vLLM's)."""
     row = latency_row(callers, policy, runs, "ttfts", "ttft_", (50, 90, 99))
     ttfts = [t for run in runs for t in run["ttfts"]]
-    found = [f for run in runs for f in run.get("found", [])]
+    found = [f for run in runs for f in run["found"]]
     reported = [(t, f) for t, f in zip(ttfts, found, strict=True) if f is not None]
     shares = Counter(i for run in runs for i in run["instances"])
     queries = sum(run["queries"] for run in runs)
